@@ -1,0 +1,104 @@
+//! A mock of the operator's wallet API (DESIGN §4, §6), usable as a binary or in-process
+//! from tests, which can read its books directly: balances, per-transaction charge counts,
+//! and the time of every call.
+
+mod http;
+pub mod money;
+mod state;
+mod wallet;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+
+pub use state::{Books, CallRecord, FaultKind, Operation, SharedBooks, TransactionRecord};
+
+#[derive(Debug, Clone)]
+pub struct MockOperatorConfig {
+    /// Wallet calls accepted per sliding minute; 0 turns the limit off.
+    pub requests_per_minute: u32,
+    pub workers: usize,
+}
+
+impl Default for MockOperatorConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 60,
+            workers: 2,
+        }
+    }
+}
+
+/// A running mock operator. Dropping it leaves the server running; call [`MockOperator::stop`].
+pub struct MockOperator {
+    addr: SocketAddr,
+    books: Arc<SharedBooks>,
+    handle: ServerHandle,
+}
+
+impl MockOperator {
+    /// Serves on `listener` (bind port 0 for an ephemeral port) until stopped.
+    pub fn start(listener: TcpListener, config: MockOperatorConfig) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let books = Arc::new(SharedBooks::default());
+        let app_books = web::Data::from(books.clone());
+        let limits = web::Data::new(config.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_books.clone())
+                .app_data(limits.clone())
+                .configure(http::routes)
+        })
+        .workers(config.workers)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            addr,
+            books,
+            handle,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Times the operator moved money for this transaction id (0 or 1 when callers behave).
+    pub fn charges_for(&self, transaction_id: &str) -> u32 {
+        let books = self.books.lock();
+        books.charges.get(transaction_id).copied().unwrap_or(0)
+    }
+
+    pub fn total_charges(&self) -> u32 {
+        self.books.lock().total_charges()
+    }
+
+    pub fn balance(&self, player_id: &str) -> Option<i64> {
+        let books = self.books.lock();
+        books
+            .accounts
+            .get(player_id)
+            .map(|account| account.balance_minor)
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.books.lock().calls.clone()
+    }
+
+    pub fn inject_fault(&self, kind: FaultKind, count: u32) {
+        self.books.lock().inject_fault(kind, count);
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}

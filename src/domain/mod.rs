@@ -1,0 +1,7 @@
+//! Domain types: money in minor units, parsed wallet requests. Nothing here knows HTTP or SQL.
+
+pub mod money;
+pub mod request;
+
+pub use money::Currency;
+pub use request::{IdempotencyKey, TransactionKind, WalletRequest};

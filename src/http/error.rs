@@ -1,0 +1,147 @@
+//! Every error the API can answer with, mapped to status and JSON body in one place.
+//! Bodies carry a machine-readable `code` and a human `message`, never internals.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::request::{IdempotencyKeyError, RequestError};
+use crate::signature::SignatureError;
+use crate::store::StoreError;
+use crate::wallet::WalletError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    IdempotencyKey(#[from] IdempotencyKeyError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error("no such route")]
+    NotFound,
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Signature(SignatureError::Stale) => "STALE_TIMESTAMP",
+            ApiError::Signature(_) => "INVALID_SIGNATURE",
+            ApiError::IdempotencyKey(IdempotencyKeyError::Missing) => "MISSING_IDEMPOTENCY_KEY",
+            ApiError::IdempotencyKey(IdempotencyKeyError::Invalid) => "INVALID_IDEMPOTENCY_KEY",
+            ApiError::Request(RequestError::Invalid { .. }) => "INVALID_REQUEST",
+            ApiError::Request(RequestError::UnsupportedCurrency { .. }) => "UNSUPPORTED_CURRENCY",
+            ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::BodyUnreadable => "INVALID_REQUEST",
+            ApiError::Wallet(WalletError::KeyReused) => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::Wallet(WalletError::InProgress) => "REQUEST_IN_PROGRESS",
+            ApiError::Wallet(WalletError::DuplicateRefId) => "DUPLICATE_REF_ID",
+            ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => "OPERATOR_UNAVAILABLE",
+            ApiError::Wallet(WalletError::Store(StoreError::Unavailable(_))) => {
+                "SERVICE_UNAVAILABLE"
+            }
+            ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_)) => "INTERNAL_ERROR",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+        }
+    }
+
+    fn is_internal(&self) -> bool {
+        self.status_code().is_server_error()
+            && !matches!(
+                self,
+                ApiError::Wallet(WalletError::OperatorUnavailable { .. })
+            )
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Wallet(WalletError::Store(StoreError::Unavailable(_))) => {
+                "the hub's database is unavailable; retry with the same Idempotency-Key".into()
+            }
+            // Internals stay in the log, found by the correlation id on the response.
+            _ if self.is_internal() => {
+                "internal error; quote the X-Correlation-ID when reporting it".into()
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Request(RequestError::Invalid { field, .. }) => Some(field),
+            ApiError::Request(RequestError::UnsupportedCurrency { .. }) => Some("currency"),
+            ApiError::IdempotencyKey(_) => Some("Idempotency-Key"),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::IdempotencyKey(_) | ApiError::BodyUnreadable => StatusCode::BAD_REQUEST,
+            ApiError::Request(RequestError::Invalid { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Request(RequestError::UnsupportedCurrency { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Wallet(WalletError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Wallet(WalletError::InProgress | WalletError::DuplicateRefId) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => StatusCode::BAD_GATEWAY,
+            ApiError::Wallet(WalletError::Store(StoreError::Unavailable(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code = self.code(), "request failed");
+        } else {
+            tracing::info!(code = self.code(), "request refused");
+        }
+        let mut response = HttpResponse::build(status);
+        match self {
+            ApiError::Wallet(WalletError::OperatorUnavailable {
+                retry_after: Some(wait),
+            }) => {
+                response.insert_header((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+            }
+            ApiError::Wallet(WalletError::InProgress) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            code: self.code(),
+            message: self.message(),
+            field: self.field(),
+        })
+    }
+}

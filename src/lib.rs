@@ -1,0 +1,14 @@
+//! hub: a wallet integration hub between game servers (RGS) and an operator's wallet.
+//!
+//! Layout follows the flow of a wallet call: [`http`] authenticates and parses, [`wallet`]
+//! runs the idempotent phases, [`operator`] talks to the operator, [`store`] persists.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod operator;
+pub mod signature;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod wallet;

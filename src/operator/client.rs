@@ -1,0 +1,242 @@
+//! HTTP client for the operator with retries inside one deadline.
+//!
+//! 5xx, timeouts and connection errors back off exponentially with jitter; a 429 waits exactly
+//! its `Retry-After`; other 4xx and every readable wallet status are final. The same
+//! transaction id is sent on every attempt, so retrying never charges twice.
+
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff;
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::{response, retry_after, Decision, DeclineReason, OperatorCall, OperatorError};
+use crate::config::{OperatorConfig, RetryConfig};
+use crate::domain::TransactionKind;
+
+#[derive(Clone)]
+pub struct OperatorClient {
+    http: reqwest::Client,
+    base_url: String,
+    retry: RetryConfig,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WalletBody<'a> {
+    /// Written from exact decimal text: a JSON number, never a float.
+    amount: Box<RawValue>,
+    currency: &'a str,
+    transaction_id: &'a str,
+    description: &'a str,
+}
+
+/// What one attempt tells the retry loop.
+enum Attempt {
+    Decided(Decision),
+    Retry {
+        failure: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl OperatorClient {
+    pub fn new(config: &OperatorConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.clone(),
+            retry: config.retry.clone(),
+        })
+    }
+
+    /// Sends `call` until the operator decides or the deadline passes.
+    #[tracing::instrument(skip_all, fields(transaction_id = %call.transaction_id))]
+    pub async fn execute(&self, call: &OperatorCall) -> Result<Decision, OperatorError> {
+        let deadline = Instant::now() + self.retry.deadline;
+        let url = self.url(call);
+        let body = wallet_body(call);
+        let mut intervals = self.intervals();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = remaining.min(self.retry.attempt_timeout);
+            let (failure, retry_after) = match self.attempt(&url, &body, call, timeout).await {
+                Attempt::Decided(decision) => return Ok(decision),
+                Attempt::Retry {
+                    failure,
+                    retry_after,
+                } => (failure, retry_after),
+            };
+            let wait = retry_after
+                .or_else(|| intervals.next_backoff())
+                .unwrap_or(Duration::ZERO);
+            if Instant::now() + wait >= deadline {
+                tracing::warn!(attempts, %failure, "operator call gave up at its deadline");
+                return Err(OperatorError::Unavailable {
+                    attempts,
+                    last_failure: failure,
+                    retry_after,
+                });
+            }
+            tracing::info!(attempts, %failure, wait_ms = wait.as_millis() as u64, "operator call will be retried");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn intervals(&self) -> ExponentialBackoff {
+        ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.retry.initial_backoff)
+            .with_max_interval(self.retry.max_backoff)
+            .with_multiplier(2.0)
+            .with_randomization_factor(0.5)
+            .with_max_elapsed_time(None)
+            .build()
+    }
+
+    fn url(&self, call: &OperatorCall) -> String {
+        let action = match call.kind {
+            TransactionKind::Debit => "withdraw",
+            TransactionKind::Credit => "deposit",
+        };
+        let player: String = url_path_segment(&call.player_id);
+        format!("{}/v2/players/{player}/{action}", self.base_url)
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        body: &str,
+        call: &OperatorCall,
+        timeout: Duration,
+    ) -> Attempt {
+        let sent = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .header("Content-Type", "application/json")
+            .header("X-Correlation-ID", &call.correlation_id)
+            .header("Idempotency-Key", &call.transaction_id)
+            .body(body.to_owned())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return retry(describe(&error, timeout), None),
+        };
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after::parse(v, SystemTime::now()));
+            return retry("operator answered 429 Too Many Requests".into(), wait);
+        }
+        if status.is_server_error() {
+            return retry(format!("operator answered {status}"), None);
+        }
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return retry(describe(&error, timeout), None),
+        };
+        match (
+            response::decision(&body, call.currency),
+            status.is_success(),
+        ) {
+            (Some(decision), _) => Attempt::Decided(decision),
+            // A success we cannot read may still have moved money: ask again with the same id.
+            (None, true) => retry(
+                format!("operator answered {status} with an unreadable body"),
+                None,
+            ),
+            (None, false) => Attempt::Decided(Decision::Declined {
+                reason: DeclineReason::OperatorError,
+                message: format!("operator refused the request with {status}"),
+            }),
+        }
+    }
+}
+
+fn retry(failure: String, retry_after: Option<Duration>) -> Attempt {
+    Attempt::Retry {
+        failure,
+        retry_after,
+    }
+}
+
+fn wallet_body(call: &OperatorCall) -> String {
+    let amount = RawValue::from_string(call.currency.to_major_text(call.amount_minor))
+        .expect("a plain decimal is a valid JSON number");
+    let body = WalletBody {
+        amount,
+        currency: call.currency.code(),
+        transaction_id: &call.transaction_id,
+        description: &call.description,
+    };
+    serde_json::to_string(&body).expect("plain struct serialises")
+}
+
+/// A failure described without the URL, which may carry credentials.
+fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        format!("no answer within {} ms", timeout.as_millis())
+    } else if error.is_connect() {
+        "could not connect to the operator".into()
+    } else {
+        "the connection to the operator failed".into()
+    }
+}
+
+/// Percent-encodes everything outside RFC 3986's unreserved set.
+fn url_path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+
+    fn call(amount_minor: i64, currency: &str) -> OperatorCall {
+        OperatorCall {
+            kind: TransactionKind::Debit,
+            transaction_id: "tx-1".into(),
+            player_id: "player/001".into(),
+            amount_minor,
+            currency: Currency::from_iso_code(currency).unwrap(),
+            description: "debit r1".into(),
+            correlation_id: "c1".into(),
+        }
+    }
+
+    #[test]
+    fn encodes_the_amount_as_an_exact_json_number() {
+        assert_eq!(
+            wallet_body(&call(1005, "USD")),
+            r#"{"amount":10.05,"currency":"USD","transactionId":"tx-1","description":"debit r1"}"#
+        );
+        assert!(wallet_body(&call(i64::MAX, "USD")).contains(r#""amount":92233720368547758.07,"#));
+        assert!(wallet_body(&call(7, "JPY")).contains(r#""amount":7,"#));
+    }
+
+    #[test]
+    fn escapes_player_ids_in_the_path() {
+        assert_eq!(url_path_segment("player/001 x"), "player%2F001%20x");
+        assert_eq!(url_path_segment("player-001"), "player-001");
+    }
+}

@@ -1,0 +1,72 @@
+//! The operator's wallet API as the hub sees it: one call, one decision, or "unavailable".
+
+mod client;
+mod response;
+pub mod retry_after;
+
+use std::time::Duration;
+
+pub use client::OperatorClient;
+
+use crate::domain::{Currency, TransactionKind};
+
+/// One debit or credit towards the operator, identified by the hub's transaction id so that
+/// every retry is the same operation to the operator.
+#[derive(Debug, Clone)]
+pub struct OperatorCall {
+    pub kind: TransactionKind,
+    pub transaction_id: String,
+    pub player_id: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub description: String,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approved {
+        /// `None` when the operator's balance could not be read exactly; the money moved.
+        balance_minor: Option<i64>,
+        reference: Option<String>,
+    },
+    Declined {
+        reason: DeclineReason,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineReason {
+    InsufficientFunds,
+    PlayerNotFound,
+    CurrencyMismatch,
+    /// The operator answered `FAILED` without a more precise status.
+    OperatorDeclined,
+    /// The operator refused the request itself (a 4xx without a wallet status).
+    OperatorError,
+}
+
+impl DeclineReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            DeclineReason::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            DeclineReason::PlayerNotFound => "PLAYER_NOT_FOUND",
+            DeclineReason::CurrencyMismatch => "CURRENCY_MISMATCH",
+            DeclineReason::OperatorDeclined => "OPERATOR_DECLINED",
+            DeclineReason::OperatorError => "OPERATOR_ERROR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OperatorError {
+    /// The outcome is unknown: the operator may or may not have applied the call.
+    #[error("operator unavailable after {attempts} attempt(s): {last_failure}")]
+    Unavailable {
+        attempts: u32,
+        last_failure: String,
+        /// When the operator last asked us to come back, if it did.
+        retry_after: Option<Duration>,
+    },
+}

@@ -1,0 +1,215 @@
+//! Storage over Postgres or embedded SQLite with one diesel code base.
+//!
+//! [`DbConnection`] is an enum over the two diesel connections; [`with_conn!`] expands one
+//! query for each, so every query is written once and type-checked against both backends.
+//! All database work runs on the blocking pool through [`Store::run`].
+
+pub mod idempotency_keys;
+mod migrations;
+pub mod outbox;
+pub mod schema;
+pub mod transactions;
+
+use std::path::Path;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2;
+use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+
+use crate::config::{DatabaseConfig, DatabaseUrl};
+
+pub use migrations::run_migrations;
+
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Runs `$body` with `$c` bound to the concrete diesel connection of either backend.
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::store::DbConnection::Postgres($c) => $body,
+            $crate::store::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+pub(crate) use with_conn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database task did not finish")]
+    TaskFailed,
+}
+
+impl DbConnection {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DbConnection::Postgres(_) => "postgres",
+            DbConnection::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Runs `work` in one database transaction that takes the write lock up front: plain
+    /// `BEGIN` on Postgres, `BEGIN IMMEDIATE` on SQLite, whose deferred transactions can
+    /// otherwise fail to upgrade from reader to writer under concurrency.
+    pub fn write_transaction<T, E>(
+        &mut self,
+        work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let begun = match self {
+            DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction(c),
+            DbConnection::Sqlite(c) => {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+            }
+        };
+        begun.map_err(StoreError::from)?;
+        match work(self) {
+            Ok(value) => {
+                match with_conn!(self, |c| AnsiTransactionManager::commit_transaction(c)) {
+                    Ok(()) => Ok(value),
+                    Err(error) => {
+                        // A failed COMMIT can leave the transaction open; closing it keeps the
+                        // pooled connection usable. The commit error is the one that matters.
+                        let _ =
+                            with_conn!(self, |c| AnsiTransactionManager::rollback_transaction(c));
+                        Err(StoreError::from(error).into())
+                    }
+                }
+            }
+            Err(error) => {
+                with_conn!(self, |c| AnsiTransactionManager::rollback_transaction(c))
+                    .map_err(StoreError::from)?;
+                Err(error)
+            }
+        }
+    }
+
+    fn ping(&mut self) -> Result<(), diesel::result::Error> {
+        with_conn!(self, |c| diesel::sql_query("SELECT 1").execute(c)).map(|_| ())
+    }
+
+    fn is_broken(&mut self) -> bool {
+        with_conn!(self, |c| {
+            AnsiTransactionManager::is_broken_transaction_manager(c)
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
+
+/// Opens connections of the configured backend, with SQLite's per-connection settings.
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+}
+
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                            PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, ConnectError> {
+    match url {
+        DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+            .map(DbConnection::Postgres)
+            .map_err(|e| ConnectError(format!("cannot connect to Postgres: {e}"))),
+        DatabaseUrl::Sqlite(path) => {
+            let path_text = path
+                .to_str()
+                .ok_or_else(|| ConnectError("the SQLite path must be UTF-8".into()))?;
+            let mut conn = SqliteConnection::establish(path_text).map_err(|e| {
+                ConnectError(format!("cannot open SQLite database {path_text}: {e}"))
+            })?;
+            conn.batch_execute(SQLITE_SETUP).map_err(|e| {
+                ConnectError(format!("cannot configure SQLite database {path_text}: {e}"))
+            })?;
+            Ok(DbConnection::Sqlite(conn))
+        }
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<DbConnection, ConnectError> {
+        establish(&self.url)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
+        conn.ping().map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// The connection pool; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<ConnectionManager>,
+}
+
+impl Store {
+    /// Applies pending migrations, then opens the pool.
+    pub fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        if let DatabaseUrl::Sqlite(path) = &config.url {
+            create_parent_dir(path)?;
+        }
+        let mut conn = establish(&config.url).map_err(|e| StoreError::Unavailable(e.0))?;
+        run_migrations(&mut conn)?;
+        let pool = r2d2::Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(config.acquire_timeout)
+            .build(ConnectionManager {
+                url: config.url.clone(),
+            })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Runs blocking database work off the async executor, with a pooled connection that is
+    /// returned as soon as `work` ends.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|_| StoreError::TaskFailed)?
+    }
+
+    /// True when a connection can be had and answers.
+    pub async fn is_reachable(&self) -> bool {
+        self.run(|conn| conn.ping().map_err(StoreError::from))
+            .await
+            .is_ok()
+    }
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,65 @@
+//! Queries on `transactions`: one row per wallet call, `PENDING` until the operator decides.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::transactions;
+use super::{with_conn, DbConnection};
+
+pub const PENDING: &str = "PENDING";
+pub const COMPLETED: &str = "COMPLETED";
+pub const REJECTED: &str = "REJECTED";
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = transactions)]
+pub struct TransactionRow {
+    pub id: String,
+    pub idempotency_key: String,
+    pub ref_id: String,
+    pub player_id: String,
+    pub kind: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub balance_cents: Option<i64>,
+    pub operator_reference: Option<String>,
+    pub meta: Option<String>,
+    pub correlation_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// The operator's decision, written once onto a `PENDING` row.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = transactions, treat_none_as_null = true)]
+pub struct Settlement {
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub balance_cents: Option<i64>,
+    pub operator_reference: Option<String>,
+    pub updated_at: NaiveDateTime,
+}
+
+pub fn insert(conn: &mut DbConnection, row: &TransactionRow) -> QueryResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(transactions::table)
+        .values(row)
+        .execute(c))
+    .map(|_| ())
+}
+
+pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<TransactionRow>> {
+    with_conn!(conn, |c| transactions::table
+        .find(id)
+        .select(TransactionRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Settles a `PENDING` transaction; false if it was not pending any more.
+pub fn settle(conn: &mut DbConnection, id: &str, settlement: &Settlement) -> QueryResult<bool> {
+    let pending = transactions::table
+        .filter(transactions::id.eq(id))
+        .filter(transactions::status.eq(PENDING));
+    with_conn!(conn, |c| diesel::update(pending).set(settlement).execute(c)).map(|n| n == 1)
+}

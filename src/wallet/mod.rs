@@ -1,0 +1,165 @@
+//! The debit/credit flow: idempotent, recoverable, and never charging twice.
+//!
+//! The operator is called with no database connection held and no database transaction
+//! open; what it decides is written in one database transaction together with the outbox
+//! row and the stored answer (see [`phases`]).
+
+mod event;
+mod phases;
+pub mod receipt;
+
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+
+use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
+use crate::operator::{OperatorCall, OperatorClient, OperatorError};
+use crate::store::{Store, StoreError};
+use phases::{Claimed, Lease};
+pub use receipt::Receipt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is still in progress")]
+    InProgress,
+    #[error("this refId is already used by another request")]
+    DuplicateRefId,
+    #[error("the operator could not be reached; retry with the same Idempotency-Key")]
+    OperatorUnavailable { retry_after: Option<Duration> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invariant broken: {0}")]
+    Invariant(String),
+}
+
+impl From<diesel::result::Error> for WalletError {
+    fn from(error: diesel::result::Error) -> Self {
+        WalletError::Store(StoreError::Query(error))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WalletCommand {
+    pub kind: TransactionKind,
+    pub key: IdempotencyKey,
+    pub request: WalletRequest,
+    pub correlation_id: String,
+}
+
+#[derive(Clone)]
+pub struct WalletService {
+    store: Store,
+    operator: OperatorClient,
+    /// How long a request owns its key; longer than the operator deadline so that a live
+    /// request is never overtaken, short enough that a crashed one is resumed soon.
+    lease: Duration,
+}
+
+/// Margin on top of the operator deadline before another request may take a key over.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+impl WalletService {
+    pub fn new(store: Store, operator: OperatorClient, operator_deadline: Duration) -> Self {
+        Self {
+            store,
+            operator,
+            lease: operator_deadline + LEASE_MARGIN,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = command.kind.as_str(), ref_id = %command.request.ref_id))]
+    pub async fn execute(&self, command: WalletCommand) -> Result<Receipt, WalletError> {
+        let lease_until = now() + self.lease;
+        let claim_command = command.clone();
+        let claimed = self
+            .store
+            .run(move |conn| phases::claim(conn, &claim_command, now(), lease_until))
+            .await?;
+        let (pending, lease) = match claimed {
+            Claimed::Replay(receipt) => return Ok(receipt),
+            Claimed::Owned { transaction, lease } => (transaction, lease),
+        };
+        let call = operator_call(&pending, &command.correlation_id)?;
+        match self.operator.execute(&call).await {
+            Ok(decision) => {
+                let key = command.key.as_str().to_owned();
+                let correlation_id = command.correlation_id.clone();
+                let settled = self
+                    .store
+                    .run(move |conn| {
+                        phases::settle(
+                            conn,
+                            &key,
+                            &lease,
+                            &pending,
+                            &decision,
+                            &correlation_id,
+                            now(),
+                        )
+                    })
+                    .await?;
+                match settled {
+                    Some(receipt) => Ok(receipt),
+                    None => self.answer_after_lost_lease(command.key).await,
+                }
+            }
+            Err(OperatorError::Unavailable { retry_after, .. }) => {
+                self.release(command.key, lease).await;
+                Err(WalletError::OperatorUnavailable { retry_after })
+            }
+        }
+    }
+
+    /// Another request took the key over while we waited on the operator; its answer, once
+    /// stored, is the answer.
+    async fn answer_after_lost_lease(&self, key: IdempotencyKey) -> Result<Receipt, WalletError> {
+        tracing::warn!("lease lost while calling the operator; deferring to the new owner");
+        let key = key.as_str().to_owned();
+        let stored = self
+            .store
+            .run(move |conn| phases::stored_answer(conn, &key))
+            .await?;
+        stored.ok_or(WalletError::InProgress)
+    }
+
+    /// Lets the client's retry resume at once instead of waiting for the lease to lapse.
+    /// If this fails the lease simply runs out; the transaction stays `PENDING` either way.
+    async fn release(&self, key: IdempotencyKey, lease: Lease) {
+        let key = key.as_str().to_owned();
+        let released = self
+            .store
+            .run(move |conn| phases::release(conn, &key, &lease, now()))
+            .await;
+        if let Err(error) = released {
+            tracing::warn!(%error, "could not release the idempotency lease; it will lapse on its own");
+        }
+    }
+}
+
+fn operator_call(
+    pending: &crate::store::transactions::TransactionRow,
+    correlation_id: &str,
+) -> Result<OperatorCall, WalletError> {
+    let invalid =
+        |what: &str| WalletError::Invariant(format!("transaction {} has {what}", pending.id));
+    Ok(OperatorCall {
+        kind: TransactionKind::parse(&pending.kind).ok_or_else(|| invalid("an unknown kind"))?,
+        transaction_id: pending.id.clone(),
+        player_id: pending.player_id.clone(),
+        amount_minor: pending.amount_cents,
+        currency: crate::domain::Currency::from_iso_code(&pending.currency)
+            .ok_or_else(|| invalid("an unknown currency"))?,
+        description: format!(
+            "{} refId={}",
+            pending.kind.to_ascii_lowercase(),
+            pending.ref_id
+        ),
+        correlation_id: correlation_id.to_owned(),
+    })
+}

@@ -1,0 +1,240 @@
+//! The database phases of a wallet call. Each runs in one database transaction and is a
+//! recovery point: a crash between phases leaves a state the client's retry resumes from.
+//!
+//! 1. [`claim`]: take the Idempotency-Key and record the transaction `PENDING`, or decide
+//!    from the stored key (replay, 422, 409), or resume a `PENDING` one whose lease lapsed.
+//! 2. (outside any database transaction) call the operator with the transaction's id.
+//! 3. [`settle`]: finish the transaction, insert its outbox row, store the answer on the key.
+
+use chrono::NaiveDateTime;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use uuid::Uuid;
+
+use super::receipt::{self, Receipt};
+use super::{event, WalletCommand, WalletError};
+use crate::operator::Decision;
+use crate::store::idempotency_keys::{self, KeyRow};
+use crate::store::outbox::{self, NewOutboxRow};
+use crate::store::transactions::{self, Settlement, TransactionRow};
+use crate::store::DbConnection;
+
+/// Who may act on a key: whoever holds its lease token until `locked_until`.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub token: String,
+    pub until: NaiveDateTime,
+}
+
+#[derive(Debug)]
+pub enum Claimed {
+    /// This request owns the pending transaction and must call the operator.
+    Owned {
+        transaction: Box<TransactionRow>,
+        lease: Lease,
+    },
+    /// The key already has its final answer.
+    Replay(Receipt),
+}
+
+pub fn claim(
+    conn: &mut DbConnection,
+    command: &WalletCommand,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Claimed, WalletError> {
+    let lease = Lease {
+        token: Uuid::new_v4().to_string(),
+        until: lease_until,
+    };
+    let fingerprint = command.request.fingerprint(command.kind);
+    conn.write_transaction(|conn| {
+        let transaction = new_transaction(command, now);
+        let key = KeyRow {
+            idempotency_key: command.key.as_str().to_owned(),
+            fingerprint: fingerprint.clone(),
+            state: idempotency_keys::IN_PROGRESS.to_owned(),
+            transaction_id: transaction.id.clone(),
+            lease_token: Some(lease.token.clone()),
+            locked_until: Some(lease.until),
+            response_status: None,
+            response_body: None,
+            created_at: now,
+            updated_at: now,
+        };
+        if idempotency_keys::insert_if_absent(conn, &key)? {
+            return match transactions::insert(conn, &transaction) {
+                Ok(()) => Ok(Claimed::Owned {
+                    transaction: Box::new(transaction),
+                    lease,
+                }),
+                // The only unique column a fresh row can collide on is ref_id.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                    Err(WalletError::DuplicateRefId)
+                }
+                Err(error) => Err(error.into()),
+            };
+        }
+        decide_from_existing(conn, command.key.as_str(), &fingerprint, lease, now)
+    })
+}
+
+fn decide_from_existing(
+    conn: &mut DbConnection,
+    key: &str,
+    fingerprint: &str,
+    lease: Lease,
+    now: NaiveDateTime,
+) -> Result<Claimed, WalletError> {
+    // Absent only if a reaper removed it between our insert and this read: try again later.
+    let existing = idempotency_keys::find(conn, key)?.ok_or(WalletError::InProgress)?;
+    if existing.fingerprint != fingerprint {
+        return Err(WalletError::KeyReused);
+    }
+    if let Some(receipt) = stored_receipt(&existing) {
+        return Ok(Claimed::Replay(receipt));
+    }
+    if existing.locked_until.is_some_and(|until| until > now) {
+        return Err(WalletError::InProgress);
+    }
+    if !idempotency_keys::take_over(conn, key, &lease.token, now, lease.until)? {
+        return Err(WalletError::InProgress);
+    }
+    let transaction = transactions::find(conn, &existing.transaction_id)?.ok_or_else(|| {
+        WalletError::Invariant(format!(
+            "key {key} points at missing transaction {}",
+            existing.transaction_id
+        ))
+    })?;
+    tracing::info!(transaction_id = %transaction.id, "resuming a pending transaction");
+    Ok(Claimed::Owned {
+        transaction: Box::new(transaction),
+        lease,
+    })
+}
+
+fn stored_receipt(key: &KeyRow) -> Option<Receipt> {
+    match (key.state.as_str(), key.response_status, &key.response_body) {
+        (idempotency_keys::COMPLETED, Some(status), Some(body)) => Some(Receipt {
+            status: u16::try_from(status).ok()?,
+            body: body.clone(),
+            replayed: true,
+        }),
+        _ => None,
+    }
+}
+
+fn new_transaction(command: &WalletCommand, now: NaiveDateTime) -> TransactionRow {
+    let request = &command.request;
+    TransactionRow {
+        id: Uuid::now_v7().to_string(),
+        idempotency_key: command.key.as_str().to_owned(),
+        ref_id: request.ref_id.clone(),
+        player_id: request.player_id.clone(),
+        kind: command.kind.as_str().to_owned(),
+        amount_cents: request.amount_minor,
+        currency: request.currency.code().to_owned(),
+        status: transactions::PENDING.to_owned(),
+        reason: None,
+        balance_cents: None,
+        operator_reference: None,
+        meta: request.meta.clone(),
+        correlation_id: Some(command.correlation_id.clone()),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Writes the operator's decision. `None` when the lease was lost to another request, in
+/// which case nothing was written.
+pub fn settle(
+    conn: &mut DbConnection,
+    key: &str,
+    lease: &Lease,
+    pending: &TransactionRow,
+    decision: &Decision,
+    correlation_id: &str,
+    now: NaiveDateTime,
+) -> Result<Option<Receipt>, WalletError> {
+    let receipt = receipt::render(pending, decision);
+    let settlement = settlement_of(decision, now);
+    let mut settled = pending.clone();
+    settled.status = settlement.status.to_owned();
+    settled.reason = settlement.reason.clone();
+    settled.balance_cents = settlement.balance_cents;
+    settled.operator_reference = settlement.operator_reference.clone();
+    settled.updated_at = now;
+    conn.write_transaction(|conn| {
+        if !idempotency_keys::complete(conn, key, &lease.token, receipt.status, &receipt.body, now)?
+        {
+            return Ok(None);
+        }
+        if !transactions::settle(conn, &pending.id, &settlement)? {
+            return Err(WalletError::Invariant(format!(
+                "transaction {} was no longer pending",
+                pending.id
+            )));
+        }
+        outbox::insert(conn, &outbox_row(&settled, correlation_id, now))?;
+        Ok(Some(receipt.clone()))
+    })
+}
+
+fn settlement_of(decision: &Decision, now: NaiveDateTime) -> Settlement {
+    match decision {
+        Decision::Approved {
+            balance_minor,
+            reference,
+        } => Settlement {
+            status: transactions::COMPLETED,
+            reason: None,
+            balance_cents: *balance_minor,
+            operator_reference: reference.clone(),
+            updated_at: now,
+        },
+        Decision::Declined { reason, .. } => Settlement {
+            status: transactions::REJECTED,
+            reason: Some(reason.code().to_owned()),
+            balance_cents: None,
+            operator_reference: None,
+            updated_at: now,
+        },
+    }
+}
+
+fn outbox_row(settled: &TransactionRow, correlation_id: &str, now: NaiveDateTime) -> NewOutboxRow {
+    let event_type = if settled.status == transactions::COMPLETED {
+        event::COMPLETED
+    } else {
+        event::REJECTED
+    };
+    let event_id = Uuid::now_v7().to_string();
+    NewOutboxRow {
+        payload: event::payload(event_type, &event_id, settled, now),
+        id: event_id,
+        transaction_id: settled.id.clone(),
+        event_type: event_type.to_owned(),
+        status: outbox::PENDING,
+        attempts: 0,
+        next_attempt_at: now,
+        correlation_id: Some(correlation_id.to_owned()),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The stored answer of a key, if it has one; used after losing a lease race.
+pub fn stored_answer(conn: &mut DbConnection, key: &str) -> Result<Option<Receipt>, WalletError> {
+    Ok(idempotency_keys::find(conn, key)?
+        .as_ref()
+        .and_then(stored_receipt))
+}
+
+pub fn release(
+    conn: &mut DbConnection,
+    key: &str,
+    lease: &Lease,
+    now: NaiveDateTime,
+) -> Result<(), WalletError> {
+    idempotency_keys::release(conn, key, &lease.token, now)?;
+    Ok(())
+}
