@@ -31,7 +31,7 @@ impl Default for MockOperatorConfig {
     }
 }
 
-/// A running mock operator. Dropping it leaves the server running; call [`MockOperator::stop`].
+/// A running mock operator; dropping it stops the server.
 pub struct MockOperator {
     addr: SocketAddr,
     books: Arc<SharedBooks>,
@@ -98,7 +98,15 @@ impl MockOperator {
         self.books.lock().inject_fault(kind, count);
     }
 
+    /// Stops the server once in-flight calls have been answered.
     pub async fn stop(self) {
         self.handle.stop(true).await;
+    }
+}
+
+impl Drop for MockOperator {
+    fn drop(&mut self) {
+        // The stop command is sent at once; awaiting its completion is optional.
+        drop(self.handle.stop(false));
     }
 }

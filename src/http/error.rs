@@ -121,8 +121,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if self.is_internal() {
             tracing::error!(error = %self, code = self.code(), "request failed");
+        } else if status.is_server_error() {
+            tracing::warn!(code = self.code(), "request could not be completed now");
         } else {
             tracing::info!(code = self.code(), "request refused");
         }

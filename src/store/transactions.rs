@@ -56,6 +56,18 @@ pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Transaction
         .optional())
 }
 
+/// The transaction an Idempotency-Key created, if any.
+pub fn find_by_idempotency_key(
+    conn: &mut DbConnection,
+    key: &str,
+) -> QueryResult<Option<TransactionRow>> {
+    with_conn!(conn, |c| transactions::table
+        .filter(transactions::idempotency_key.eq(key))
+        .select(TransactionRow::as_select())
+        .first(c)
+        .optional())
+}
+
 /// Settles a `PENDING` transaction; false if it was not pending any more.
 pub fn settle(conn: &mut DbConnection, id: &str, settlement: &Settlement) -> QueryResult<bool> {
     let pending = transactions::table

@@ -1,0 +1,9 @@
+//! Black-box tests of the hub's HTTP API against a real mock operator and a real database.
+
+mod helpers;
+
+mod authentication;
+mod bad_input;
+mod concurrency;
+mod operator_faults;
+mod wallet_contract;
