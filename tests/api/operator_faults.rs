@@ -108,3 +108,51 @@ async fn a_charge_whose_answer_was_lost_is_completed_by_the_retry_without_chargi
     assert_eq!(app.operator.total_charges(), 1, "charged exactly once");
     assert_eq!(app.operator.balance("player-005"), Some(22_500));
 }
+
+on_both_backends!(a_rate_limit_longer_than_the_deadline_is_refused_at_once_and_passed_on);
+
+async fn a_rate_limit_longer_than_the_deadline_is_refused_at_once_and_passed_on(backend: Backend) {
+    // The operator allows one call a minute: the second debit's Retry-After (about 60 s)
+    // lies beyond the hub's 10 s deadline, so waiting could only end in failure.
+    let options = Options {
+        operator_rpm: 1,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    assert_eq!(
+        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+            .await
+            .status(),
+        201
+    );
+
+    let key = new_key();
+    let refused = answer(
+        app.debit(&key, &wallet_body("player-001", 100, "USD"))
+            .await,
+    )
+    .await;
+
+    assert_eq!(refused.status, 502, "{}", refused.text);
+    assert_eq!(refused.json["code"], "OPERATOR_UNAVAILABLE");
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (50..=60).contains(&retry_after),
+        "the operator's wait is passed on, got {retry_after}"
+    );
+    let pending = app.transaction_for_key(&key).await.expect("recorded");
+    let attempts = app
+        .operator
+        .calls()
+        .iter()
+        .filter(|c| c.transaction_id.as_deref() == Some(&pending.id))
+        .count();
+    assert_eq!(
+        attempts, 1,
+        "no retry is sent into a rate limit that outlasts the deadline"
+    );
+}
