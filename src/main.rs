@@ -64,8 +64,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line on stderr, even when a library's message spans several.
 fn fail(message: &str) -> ExitCode {
-    eprintln!("hub: {message}");
+    let one_line: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    eprintln!("hub: {}", one_line.join(" "));
     ExitCode::from(2)
 }
 
