@@ -43,6 +43,44 @@ pub struct OperatorConfig {
     pub retry: RetryConfig,
 }
 
+/// Delivery of the outbox to the RGS.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Whether this process drains the outbox (off for API-only replicas).
+    pub drain: bool,
+    pub url: String,
+    /// HMAC key for both signature schemes (from `WEBHOOK_SECRET`, `whsec_` base64 or raw).
+    pub key: Vec<u8>,
+    /// Wait before each retry; after the last one fails the event is dead-lettered.
+    pub schedule: Vec<Duration>,
+    pub attempt_timeout: Duration,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    /// How long a claimed row stays reserved for its drainer.
+    pub lease: Duration,
+    /// Fallback wake-up when no notification arrives.
+    pub poll_interval: Duration,
+    /// Delivered events older than this are deleted, with their attempts.
+    pub retention: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("drain", &self.drain)
+            .field("url", &redact_url(&self.url))
+            .field("key", &"<redacted>")
+            .field("schedule", &self.schedule)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("concurrency", &self.concurrency)
+            .field("batch_size", &self.batch_size)
+            .field("lease", &self.lease)
+            .field("poll_interval", &self.poll_interval)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -61,6 +99,9 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub log_format: LogFormat,
     pub workers: usize,
+    pub webhooks: WebhookConfig,
+    /// Bearer token of the admin API; `None` turns the admin API off.
+    pub admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -79,6 +120,11 @@ impl std::fmt::Debug for Config {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("log_format", &self.log_format)
             .field("workers", &self.workers)
+            .field("webhooks", &self.webhooks)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -86,6 +132,8 @@ impl std::fmt::Debug for Config {
 pub const MIN_SECRET_BYTES: usize = 32;
 /// The secret `hub demo` signs with when none is configured; printed in the README.
 pub const DEMO_HMAC_SECRET: &str = "demo-secret-for-local-use-only-0123456789";
+/// The secret `hub demo` signs webhooks with; the `mock-rgs` binary defaults to the same one.
+pub const DEMO_WEBHOOK_SECRET: &str = "demo-webhook-secret-for-local-use-0123456789";
 
 /// The environment as a lookup table, so that tests can vary it without touching globals.
 pub struct Env(HashMap<String, String>);
@@ -139,16 +187,19 @@ impl Env {
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
     pub hmac_secret: Option<&'static str>,
+    pub webhook_secret: Option<&'static str>,
     pub log_format: LogFormat,
 }
 
 impl Defaults {
     pub const SERVE: Defaults = Defaults {
         hmac_secret: None,
+        webhook_secret: None,
         log_format: LogFormat::Json,
     };
     pub const DEMO: Defaults = Defaults {
         hmac_secret: Some(DEMO_HMAC_SECRET),
+        webhook_secret: Some(DEMO_WEBHOOK_SECRET),
         log_format: LogFormat::Pretty,
     };
 }
@@ -189,6 +240,8 @@ impl Config {
                 env.parse("HTTP_WORKERS", 2, "a whole number")?,
                 "HTTP_WORKERS",
             )?,
+            webhooks: webhook_config(env, defaults)?,
+            admin_token: admin_token(env)?,
         })
     }
 }
@@ -298,17 +351,20 @@ fn currencies(text: &str) -> Result<Vec<Currency>, ConfigError> {
 }
 
 fn operator_base_url(text: &str) -> Result<String, ConfigError> {
-    let trimmed = text.trim().trim_end_matches('/');
-    let valid = reqwest::Url::parse(trimmed)
+    http_url("OPERATOR_BASE_URL", text.trim().trim_end_matches('/'))
+}
+
+fn http_url(name: &str, text: &str) -> Result<String, ConfigError> {
+    let valid = reqwest::Url::parse(text.trim())
         .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
         .unwrap_or(false);
     if !valid {
         return Err(ConfigError(format!(
-            "OPERATOR_BASE_URL must be an http(s) URL, got {:?}",
+            "{name} must be an http(s) URL, got {:?}",
             redact_url(text)
         )));
     }
-    Ok(trimmed.to_owned())
+    Ok(text.trim().to_owned())
 }
 
 fn retry_config(env: &Env) -> Result<RetryConfig, ConfigError> {
@@ -326,6 +382,122 @@ fn retry_config(env: &Env) -> Result<RetryConfig, ConfigError> {
     Ok(retry)
 }
 
+fn webhook_config(env: &Env, defaults: Defaults) -> Result<WebhookConfig, ConfigError> {
+    let url = env
+        .get("RGS_WEBHOOK_URL")
+        .unwrap_or("http://127.0.0.1:3002/webhooks");
+    let secret = env
+        .get("WEBHOOK_SECRET")
+        .or(defaults.webhook_secret)
+        .ok_or_else(|| {
+            ConfigError(
+                "WEBHOOK_SECRET must be set: at least 32 bytes, or whsec_ followed by base64"
+                    .into(),
+            )
+        })?;
+    Ok(WebhookConfig {
+        drain: flag(env, "WEBHOOK_DRAINER", true)?,
+        url: http_url("RGS_WEBHOOK_URL", url)?,
+        key: webhook_key(secret)?,
+        schedule: retry_schedule(
+            env.get("WEBHOOK_RETRY_SCHEDULE")
+                .unwrap_or("1s,5s,15s,60s,300s"),
+        )?,
+        attempt_timeout: env.millis("WEBHOOK_TIMEOUT_MS", 5_000)?,
+        concurrency: positive(
+            env.parse("WEBHOOK_CONCURRENCY", 16, "a whole number")?,
+            "WEBHOOK_CONCURRENCY",
+        )?,
+        batch_size: positive(
+            env.parse("WEBHOOK_BATCH_SIZE", 100, "a whole number")?,
+            "WEBHOOK_BATCH_SIZE",
+        )?,
+        lease: Duration::from_secs(positive(
+            env.parse("WEBHOOK_LEASE_SECONDS", 60, "a whole number of seconds")?,
+            "WEBHOOK_LEASE_SECONDS",
+        )?),
+        poll_interval: env.millis("WEBHOOK_POLL_INTERVAL_MS", 1_000)?,
+        retention: Duration::from_secs(
+            3600 * positive(
+                env.parse("WEBHOOK_RETENTION_HOURS", 168, "a whole number of hours")?,
+                "WEBHOOK_RETENTION_HOURS",
+            )?,
+        ),
+    })
+}
+
+fn flag(env: &Env, name: &str, default: bool) -> Result<bool, ConfigError> {
+    match env
+        .get(name)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None => Ok(default),
+        Some("true" | "on" | "1" | "yes") => Ok(true),
+        Some("false" | "off" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError(format!(
+            "{name} must be true or false, got {other:?}"
+        ))),
+    }
+}
+
+/// `whsec_<base64>` is decoded as Standard Webhooks libraries do; anything else is used as is.
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, ConfigError> {
+    use base64::Engine;
+    let key = match secret.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| {
+                ConfigError("WEBHOOK_SECRET starts with whsec_ but the rest is not base64".into())
+            })?,
+        None => secret.as_bytes().to_vec(),
+    };
+    if key.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError(format!(
+            "WEBHOOK_SECRET must be at least {MIN_SECRET_BYTES} bytes, it has {}",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+/// `1s,5s,15s,60s,300s`: each entry a whole number with `ms`, `s` (the default) or `m`.
+fn retry_schedule(text: &str) -> Result<Vec<Duration>, ConfigError> {
+    let invalid = |entry: &str| {
+        ConfigError(format!(
+            "WEBHOOK_RETRY_SCHEDULE entries must look like 500ms, 5s or 2m, got {entry:?}"
+        ))
+    };
+    text.split(',')
+        .map(str::trim)
+        .map(|entry| {
+            let (number, unit_ms) = if let Some(n) = entry.strip_suffix("ms") {
+                (n, 1)
+            } else if let Some(n) = entry.strip_suffix('s') {
+                (n, 1_000)
+            } else if let Some(n) = entry.strip_suffix('m') {
+                (n, 60_000)
+            } else {
+                (entry, 1_000)
+            };
+            let value: u64 = number.parse().map_err(|_| invalid(entry))?;
+            Ok(Duration::from_millis(
+                value.checked_mul(unit_ms).ok_or_else(|| invalid(entry))?,
+            ))
+        })
+        .collect()
+}
+
+fn admin_token(env: &Env) -> Result<Option<String>, ConfigError> {
+    match env.get("ADMIN_TOKEN") {
+        None => Ok(None),
+        Some(token) if token.len() < 16 => Err(ConfigError(
+            "ADMIN_TOKEN must be at least 16 characters".into(),
+        )),
+        Some(token) => Ok(Some(token.to_owned())),
+    }
+}
+
 fn log_format(text: Option<&str>, default: LogFormat) -> Result<LogFormat, ConfigError> {
     match text.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
         None => Ok(default),
@@ -341,11 +513,15 @@ fn log_format(text: Option<&str>, default: LogFormat) -> Result<LogFormat, Confi
 mod tests {
     use super::*;
 
+    /// `serve` configuration with both secrets set unless `pairs` overrides them.
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_env(&Env::from_pairs(pairs.iter().copied()), Defaults::SERVE)
+        let mut all = vec![WEBHOOK];
+        all.extend_from_slice(pairs);
+        Config::from_env(&Env::from_pairs(all), Defaults::SERVE)
     }
 
     const SECRET: (&str, &str) = ("HMAC_SECRETS", "0123456789abcdef0123456789abcdef");
+    const WEBHOOK: (&str, &str) = ("WEBHOOK_SECRET", "webhook-secret-0123456789abcdef-0123");
 
     #[test]
     fn serve_defaults_are_sane() {
@@ -435,6 +611,86 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_parse_and_validate() {
+        let defaults = config(&[SECRET]).unwrap();
+        let seconds: Vec<u64> = defaults
+            .webhooks
+            .schedule
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(seconds, [1, 5, 15, 60, 300]);
+        assert_eq!(defaults.webhooks.key, WEBHOOK.1.as_bytes());
+        assert!(defaults.webhooks.drain, "this process drains by default");
+        assert!(
+            defaults.admin_token.is_none(),
+            "the admin API is off by default"
+        );
+
+        let custom = config(&[SECRET, ("WEBHOOK_RETRY_SCHEDULE", "250ms, 2, 1m")]).unwrap();
+        assert_eq!(
+            custom.webhooks.schedule,
+            [
+                Duration::from_millis(250),
+                Duration::from_secs(2),
+                Duration::from_secs(60)
+            ]
+        );
+        let standard = config(&[
+            SECRET,
+            (
+                "WEBHOOK_SECRET",
+                "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(standard.webhooks.key, b"0123456789abcdef0123456789abcdef");
+
+        let cases = [
+            (
+                "WEBHOOK_RETRY_SCHEDULE",
+                "1s,soon",
+                "WEBHOOK_RETRY_SCHEDULE entries must look like",
+            ),
+            (
+                "WEBHOOK_SECRET",
+                "short",
+                "WEBHOOK_SECRET must be at least 32 bytes",
+            ),
+            (
+                "WEBHOOK_SECRET",
+                "whsec_***",
+                "WEBHOOK_SECRET starts with whsec_",
+            ),
+            (
+                "RGS_WEBHOOK_URL",
+                "rgs:3002",
+                "RGS_WEBHOOK_URL must be an http(s) URL",
+            ),
+            (
+                "ADMIN_TOKEN",
+                "short",
+                "ADMIN_TOKEN must be at least 16 characters",
+            ),
+            (
+                "WEBHOOK_DRAINER",
+                "maybe",
+                "WEBHOOK_DRAINER must be true or false",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let error = config(&[SECRET, (name, value)]).unwrap_err();
+            assert!(error.0.starts_with(expected), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn serve_refuses_to_start_without_a_webhook_secret() {
+        let error = Config::from_env(&Env::from_pairs([SECRET]), Defaults::SERVE).unwrap_err();
+        assert!(error.0.starts_with("WEBHOOK_SECRET must be set"), "{error}");
+    }
+
+    #[test]
     fn passwords_never_reach_error_messages() {
         let error = database_url("mysql://hub:hunter2@db/hub").unwrap_err();
         assert!(!error.0.contains("hunter2"), "{error}");
@@ -446,7 +702,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let config = config(&[SECRET]).unwrap();
-        assert!(!format!("{config:?}").contains(SECRET.1));
+        let config = config(&[SECRET, ("ADMIN_TOKEN", "admin-token-0123456789")]).unwrap();
+        let shown = format!("{config:?}");
+        for secret in [SECRET.1, WEBHOOK.1, "admin-token-0123456789"] {
+            assert!(!shown.contains(secret), "{secret} shows in {shown}");
+        }
     }
 }

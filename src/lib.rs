@@ -3,10 +3,12 @@
 //! Layout follows the flow of a wallet call: [`http`] authenticates and parses, [`wallet`]
 //! runs the idempotent phases, [`operator`] talks to the operator, [`store`] persists.
 
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod operator;
+pub mod outbox;
 pub mod signature;
 pub mod startup;
 pub mod store;

@@ -1,15 +1,20 @@
-//! The `hub` command line: `serve`, `demo`, `migrate`.
+//! The `hub` command line: `serve`, `demo`, `migrate`, `outbox`.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hub::cli::outbox::OutboxCommand;
 use hub::config::{Config, DatabaseConfig, Defaults, Env};
 use hub::startup::Application;
+use hub::store::Store;
 use mock_operator::{MockOperator, MockOperatorConfig};
+use mock_rgs::{MockRgs, MockRgsConfig};
+use tokio_util::sync::CancellationToken;
 
 /// Wallet integration hub: game servers call its signed, idempotent /wallet/debit and
-/// /wallet/credit; it calls the operator's wallet and records every transaction.
+/// /wallet/credit; it calls the operator's wallet, records every transaction, and delivers
+/// a signed webhook for each to the game server.
 ///
 /// Configuration comes from environment variables (see .env.example and the README).
 #[derive(Parser)]
@@ -21,10 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the wallet API. Needs HMAC_SECRETS; DATABASE_URL defaults to SQLite in ./data.
+    /// Run the wallet API and the webhook drainer. Needs HMAC_SECRETS and WEBHOOK_SECRET;
+    /// DATABASE_URL defaults to SQLite in ./data.
     Serve,
-    /// Try the hub on one machine: the API on :3000 plus a mock operator on :3001, SQLite
-    /// in ./data, and a built-in demo signing secret (see the README's curl example).
+    /// Try the hub on one machine: the API on :3000, a mock operator on :3001 and a mock RGS
+    /// receiving the webhooks on :3002, SQLite in ./data, built-in demo secrets (see the
+    /// README's curl example).
     Demo {
         /// Where the mock operator listens.
         #[arg(long, default_value = "127.0.0.1:3001")]
@@ -32,9 +39,17 @@ enum Command {
         /// The mock operator's rate limit in requests per minute (0 turns it off).
         #[arg(long, env = "MOCK_OPERATOR_RPM", default_value_t = 60)]
         operator_rpm: u32,
+        /// Where the mock RGS listens for webhooks.
+        #[arg(long, default_value = "127.0.0.1:3002")]
+        rgs_addr: String,
     },
     /// Apply pending database migrations to DATABASE_URL and exit.
     Migrate,
+    /// Inspect and replay webhook events in DATABASE_URL (no running hub needed).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,12 +66,18 @@ fn main() -> ExitCode {
         Command::Demo {
             operator_addr,
             operator_rpm,
+            rgs_addr,
         } => Config::from_env(&env, Defaults::DEMO)
             .map_err(|e| e.to_string())
-            .and_then(|config| runtime.block_on(demo(config, &operator_addr, operator_rpm))),
+            .and_then(|config| {
+                runtime.block_on(demo(config, &operator_addr, operator_rpm, &rgs_addr))
+            }),
         Command::Migrate => DatabaseConfig::from_env(&env)
             .map_err(|e| e.to_string())
             .and_then(migrate),
+        Command::Outbox { command } => DatabaseConfig::from_env(&env)
+            .map_err(|e| e.to_string())
+            .and_then(|database| runtime.block_on(outbox(database, command))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +87,11 @@ fn main() -> ExitCode {
 
 /// One line on stderr, even when a library's message spans several.
 fn fail(message: &str) -> ExitCode {
-    let one_line: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let one_line: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     eprintln!("hub: {}", one_line.join(" "));
     ExitCode::from(2)
 }
@@ -80,40 +105,61 @@ async fn serve(config: Config, banner: Option<String>) -> Result<(), String> {
     if let Some(banner) = banner {
         println!("{banner}");
     }
-    let handle = app.handle();
-    let server = tokio::spawn(app.run());
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_cancelled(cancel.clone()));
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    handle.stop(true).await;
-    server
+    tracing::info!("shutting down: finishing in-flight requests and webhook deliveries");
+    cancel.cancel();
+    running
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
 
-async fn demo(mut config: Config, operator_addr: &str, operator_rpm: u32) -> Result<(), String> {
-    let listener = TcpListener::bind(operator_addr)
-        .map_err(|e| format!("cannot listen on {operator_addr}: {e}"))?;
+async fn demo(
+    mut config: Config,
+    operator_addr: &str,
+    operator_rpm: u32,
+    rgs_addr: &str,
+) -> Result<(), String> {
+    let bind =
+        |addr: &str| TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"));
     let operator_config = MockOperatorConfig {
         requests_per_minute: operator_rpm,
         ..MockOperatorConfig::default()
     };
-    let operator = MockOperator::start(listener, operator_config).map_err(|e| e.to_string())?;
+    let operator =
+        MockOperator::start(bind(operator_addr)?, operator_config).map_err(|e| e.to_string())?;
+    let rgs_config = MockRgsConfig {
+        key: config.webhooks.key.clone(),
+        workers: 2,
+    };
+    let rgs = MockRgs::start(bind(rgs_addr)?, rgs_config).map_err(|e| e.to_string())?;
     config.operator.base_url = operator.base_url();
+    config.webhooks.url = rgs.webhook_url();
     let banner = format!(
-        "hub demo: API on http://{}, mock operator on {} ({operator_rpm} requests/minute), database {:?}",
-        config.listen_addr, config.operator.base_url, config.database.url
+        "hub demo: API on http://{}, mock operator on {} ({operator_rpm} requests/minute), \
+         mock RGS on {} (GET it to see the webhooks), database {:?}",
+        config.listen_addr, config.operator.base_url, config.webhooks.url, config.database.url
     );
     let served = serve(config, Some(banner)).await;
     operator.stop().await;
+    rgs.stop().await;
     served
 }
 
 fn migrate(database: DatabaseConfig) -> Result<(), String> {
-    let store = hub::store::Store::connect(&database).map_err(|e| e.to_string())?;
-    drop(store);
+    Store::connect(&database).map_err(|e| e.to_string())?;
     println!("migrations applied");
     Ok(())
+}
+
+async fn outbox(database: DatabaseConfig, command: OutboxCommand) -> Result<(), String> {
+    let store = tokio::task::spawn_blocking(move || Store::connect(&database))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    hub::cli::outbox::run(command, &store).await
 }
 
 async fn shutdown_signal() {

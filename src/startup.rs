@@ -1,13 +1,19 @@
-//! Wiring: configuration in, a running API out. Used by `main` and by the tests.
+//! Wiring: configuration in, a running hub out (API, outbox drainer, Postgres listener,
+//! retention), all stopped by one cancellation token. Used by `main` and by the tests.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState};
 use crate::operator::OperatorClient;
+use crate::outbox::{listener, retention, Drainer};
 use crate::signature::Verifier;
 use crate::store::{Store, StoreError};
 use crate::wallet::WalletService;
@@ -21,15 +27,21 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot build the operator client: {0}")]
-    OperatorClient(#[from] reqwest::Error),
+    #[error("cannot build an HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
 }
 
-/// The API, bound and ready to run.
+/// The hub, bound and ready to run.
 pub struct Application {
     addr: SocketAddr,
     server: Server,
     store: Store,
+    drainer: Drainer,
+    outbox_wake: Arc<Notify>,
+    /// Set on Postgres: where the outbox listener connects.
+    listen_url: Option<String>,
+    retention: Duration,
+    drain: bool,
 }
 
 impl Application {
@@ -39,40 +51,52 @@ impl Application {
         let store = tokio::task::spawn_blocking(move || Store::connect(&database))
             .await
             .map_err(|_| StoreError::TaskFailed)??;
-        let listener =
-            TcpListener::bind(config.listen_addr).map_err(|source| StartupError::Listen {
-                addr: config.listen_addr,
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Listen {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let listen_error = |source| StartupError::Listen {
+            addr: config.listen_addr,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen_addr).map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        let outbox_wake = Arc::new(Notify::new());
         let operator = OperatorClient::new(&config.operator)?;
         let state = web::Data::new(AppState {
-            wallet: WalletService::new(store.clone(), operator, config.operator.retry.deadline),
+            wallet: WalletService::new(
+                store.clone(),
+                operator,
+                config.operator.retry.deadline,
+                outbox_wake.clone(),
+            ),
             verifier: Verifier::new(config.hmac_secrets.clone(), config.signature_tolerance),
             currencies: config.supported_currencies.clone(),
             body_limit: config.body_limit_bytes,
             store: store.clone(),
+            admin_token: config.admin_token.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::from_fn(http::correlation::middleware))
                 .app_data(state.clone())
-                .configure(http::routes)
+                .app_data(http::query_config())
+                .configure(|routes| http::routes(routes, state.admin_token.is_some()))
         })
         .workers(config.workers)
         .disable_signals()
         .listen(listener)
         .map_err(|source| StartupError::Listen { addr, source })?
         .run();
+        let listen_url = match &config.database.url {
+            DatabaseUrl::Postgres(url) => Some(url.clone()),
+            DatabaseUrl::Sqlite(_) => None,
+        };
         Ok(Self {
             addr,
             server,
+            drainer: Drainer::new(store.clone(), &config.webhooks, outbox_wake.clone())?,
             store,
+            outbox_wake,
+            listen_url,
+            retention: config.webhooks.retention,
+            drain: config.webhooks.drain,
         })
     }
 
@@ -84,12 +108,40 @@ impl Application {
         &self.store
     }
 
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// A handle on this hub's drainer, e.g. to drain deterministically in a test.
+    pub fn drainer(&self) -> Drainer {
+        self.drainer.clone()
     }
 
-    /// Serves until [`ServerHandle::stop`] is called.
-    pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+    /// Runs until `cancel` fires, then stops taking requests and claiming webhooks, lets
+    /// in-flight requests and deliveries finish, releases claimed webhooks it did not start,
+    /// and returns.
+    pub async fn run_until_cancelled(self, cancel: CancellationToken) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let mut background = Vec::new();
+        if self.drain {
+            background.push(tokio::spawn(
+                self.drainer.run_until_cancelled(cancel.clone()),
+            ));
+            background.push(tokio::spawn(retention::prune_until_cancelled(
+                self.store,
+                self.retention,
+                cancel.clone(),
+            )));
+            if let Some(url) = self.listen_url {
+                background.push(tokio::spawn(listener::listen_until_cancelled(
+                    url,
+                    self.outbox_wake,
+                    cancel.clone(),
+                )));
+            }
+        }
+        cancel.cancelled().await;
+        handle.stop(true).await;
+        for task in background {
+            let _ = task.await;
+        }
+        server.await.map_err(std::io::Error::other)?
     }
 }

@@ -1,5 +1,6 @@
 //! Domain types: money in minor units, parsed wallet requests. Nothing here knows HTTP or SQL.
 
+pub mod instant;
 pub mod money;
 pub mod request;
 

@@ -24,6 +24,12 @@ pub enum ApiError {
     BodyUnreadable,
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    #[error("no webhook event with that id")]
+    EventNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("no such route")]
     NotFound,
     #[error("this route does not accept that method")]
@@ -39,48 +45,62 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            ApiError::Wallet(WalletError::Store(error)) | ApiError::Store(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    fn store_unavailable(&self) -> bool {
+        matches!(self.store_error(), Some(StoreError::Unavailable(_)))
+    }
+
+    /// A fault of the hub itself, as opposed to a client mistake or an outage elsewhere.
+    fn is_internal(&self) -> bool {
+        matches!(self, ApiError::Wallet(WalletError::Invariant(_)))
+            || (self.store_error().is_some() && !self.store_unavailable())
+    }
+
     fn code(&self) -> &'static str {
+        if self.store_unavailable() {
+            return "SERVICE_UNAVAILABLE";
+        }
+        if self.is_internal() {
+            return "INTERNAL_ERROR";
+        }
         match self {
             ApiError::Signature(SignatureError::Stale) => "STALE_TIMESTAMP",
             ApiError::Signature(_) => "INVALID_SIGNATURE",
             ApiError::IdempotencyKey(IdempotencyKeyError::Missing) => "MISSING_IDEMPOTENCY_KEY",
             ApiError::IdempotencyKey(IdempotencyKeyError::Invalid) => "INVALID_IDEMPOTENCY_KEY",
-            ApiError::Request(RequestError::Invalid { .. }) => "INVALID_REQUEST",
+            ApiError::Request(RequestError::Invalid { .. }) | ApiError::BodyUnreadable => {
+                "INVALID_REQUEST"
+            }
             ApiError::Request(RequestError::UnsupportedCurrency { .. }) => "UNSUPPORTED_CURRENCY",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
-            ApiError::BodyUnreadable => "INVALID_REQUEST",
             ApiError::Wallet(WalletError::KeyReused) => "IDEMPOTENCY_KEY_REUSED",
             ApiError::Wallet(WalletError::InProgress) => "REQUEST_IN_PROGRESS",
             ApiError::Wallet(WalletError::DuplicateRefId) => "DUPLICATE_REF_ID",
             ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => "OPERATOR_UNAVAILABLE",
-            ApiError::Wallet(WalletError::Store(StoreError::Unavailable(_))) => {
-                "SERVICE_UNAVAILABLE"
-            }
-            ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_)) => "INTERNAL_ERROR",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::EventNotFound => "EVENT_NOT_FOUND",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_))
+            | ApiError::Store(_) => "INTERNAL_ERROR",
         }
-    }
-
-    fn is_internal(&self) -> bool {
-        self.status_code().is_server_error()
-            && !matches!(
-                self,
-                ApiError::Wallet(WalletError::OperatorUnavailable { .. })
-            )
     }
 
     fn message(&self) -> String {
-        match self {
-            ApiError::Wallet(WalletError::Store(StoreError::Unavailable(_))) => {
-                "the hub's database is unavailable; retry with the same Idempotency-Key".into()
-            }
-            // Internals stay in the log, found by the correlation id on the response.
-            _ if self.is_internal() => {
-                "internal error; quote the X-Correlation-ID when reporting it".into()
-            }
-            _ => self.to_string(),
+        if self.store_unavailable() {
+            return "the hub's database is unavailable; retry later (with the same Idempotency-Key)".into();
         }
+        if self.is_internal() {
+            // Internals stay in the log, found by the correlation id on the response.
+            return "internal error; quote the X-Correlation-ID when reporting it".into();
+        }
+        self.to_string()
     }
 
     fn field(&self) -> Option<&'static str> {
@@ -95,8 +115,14 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
+        if self.store_unavailable() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        if self.is_internal() {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
         match self {
-            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::IdempotencyKey(_) | ApiError::BodyUnreadable => StatusCode::BAD_REQUEST,
             ApiError::Request(RequestError::Invalid { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Request(RequestError::UnsupportedCurrency { .. }) => {
@@ -108,14 +134,10 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => StatusCode::BAD_GATEWAY,
-            ApiError::Wallet(WalletError::Store(StoreError::Unavailable(_))) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_)) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::EventNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_))
+            | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -137,6 +159,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Wallet(WalletError::InProgress) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes stay thin; domain work happens in `wallet`.
 
+mod admin;
 mod body;
 pub mod correlation;
 mod error;
@@ -22,9 +23,14 @@ pub struct AppState {
     pub currencies: Vec<Currency>,
     pub body_limit: usize,
     pub store: Store,
+    pub admin_token: Option<String>,
 }
 
-pub fn routes(config: &mut web::ServiceConfig) {
+/// The API's routes; the admin API only when an `ADMIN_TOKEN` is configured.
+pub fn routes(config: &mut web::ServiceConfig, with_admin: bool) {
+    if with_admin {
+        config.configure(admin::routes);
+    }
     config
         .service(
             web::resource("/wallet/debit")
@@ -39,6 +45,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .default_service(web::to(not_found));
+}
+
+/// Malformed query strings get the API's own 400 with a code, not actix's plain text.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _| {
+        let message = format!("the query string is invalid: {error}");
+        ApiError::Request(crate::domain::request::RequestError::Invalid {
+            field: "query",
+            message,
+        })
+        .into()
+    })
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

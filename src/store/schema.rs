@@ -51,7 +51,28 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
+        locked_by -> Nullable<Text>,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(transactions, idempotency_keys, webhook_outbox);
+diesel::table! {
+    webhook_attempts (id) {
+        id -> BigInt,
+        outbox_id -> Text,
+        attempt -> Integer,
+        attempted_at -> Timestamp,
+        status_code -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        duration_ms -> BigInt,
+        worker -> Text,
+    }
+}
+
+diesel::joinable!(webhook_attempts -> webhook_outbox (outbox_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    transactions,
+    idempotency_keys,
+    webhook_outbox,
+    webhook_attempts
+);

@@ -8,9 +8,11 @@ mod event;
 mod phases;
 pub mod receipt;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
+use tokio::sync::Notify;
 
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
 use crate::operator::{OperatorCall, OperatorClient, OperatorError};
@@ -55,6 +57,8 @@ pub struct WalletService {
     /// How long a request owns its key; longer than the operator deadline so that a live
     /// request is never overtaken, short enough that a crashed one is resumed soon.
     lease: Duration,
+    /// Wakes this process's outbox drainer once a webhook is committed.
+    outbox_wake: Arc<Notify>,
 }
 
 /// Margin on top of the operator deadline before another request may take a key over.
@@ -65,11 +69,17 @@ fn now() -> NaiveDateTime {
 }
 
 impl WalletService {
-    pub fn new(store: Store, operator: OperatorClient, operator_deadline: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        operator: OperatorClient,
+        operator_deadline: Duration,
+        outbox_wake: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
             operator,
             lease: operator_deadline + LEASE_MARGIN,
+            outbox_wake,
         }
     }
 
@@ -105,7 +115,10 @@ impl WalletService {
                     })
                     .await?;
                 match settled {
-                    Some(receipt) => Ok(receipt),
+                    Some(receipt) => {
+                        self.outbox_wake.notify_one();
+                        Ok(receipt)
+                    }
                     None => self.answer_after_lost_lease(command.key).await,
                 }
             }

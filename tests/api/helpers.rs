@@ -1,21 +1,25 @@
 //! A real hub on an ephemeral port, a real mock operator on another, and a fresh database per
 //! test: a SQLite file in a temporary directory, or a new database on `TEST_DATABASE_URL`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use hub::config::{
     Config, DatabaseConfig, DatabaseUrl, Defaults, Env, OperatorConfig, RetryConfig,
 };
+use hub::outbox::Drainer;
 use hub::startup::Application;
-use hub::store::outbox::{self, OutboxRow};
+use hub::store::outbox::{self, AttemptRow, OutboxRow, Window};
 use hub::store::transactions::{self, TransactionRow};
 use hub::store::{DbConnection, Store, StoreError};
 use mock_operator::{MockOperator, MockOperatorConfig};
+use mock_rgs::{MockRgs, MockRgsConfig};
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
@@ -45,14 +49,22 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// What a test may change about the hub or its operator.
+/// What a test may change about the hub, its operator or its RGS.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub operator_rpm: u32,
     pub retry: RetryConfig,
     pub secrets: Vec<String>,
     pub body_limit_bytes: usize,
+    pub webhook_schedule: Vec<Duration>,
+    pub webhook_lease: Duration,
+    pub webhook_concurrency: usize,
+    pub webhook_batch_size: usize,
+    pub drain: bool,
+    pub admin_token: Option<String>,
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 impl Default for Options {
     fn default() -> Self {
@@ -66,6 +78,12 @@ impl Default for Options {
             },
             secrets: vec![SECRET.to_owned()],
             body_limit_bytes: 64 * 1024,
+            webhook_schedule: [50, 100, 200].map(Duration::from_millis).to_vec(),
+            webhook_lease: Duration::from_secs(30),
+            webhook_concurrency: 8,
+            webhook_batch_size: 50,
+            drain: true,
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
         }
     }
 }
@@ -115,27 +133,15 @@ fn test_database(backend: Backend) -> (DatabaseUrl, TestDatabase) {
     }
 }
 
-pub struct TestApp {
-    pub address: String,
-    pub operator: MockOperator,
-    pub store: Store,
-    pub client: reqwest::Client,
-    handle: ServerHandle,
-    _database: TestDatabase,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        drop(self.handle.stop(false));
-    }
-}
-
-pub fn config_for(url: DatabaseUrl, operator_base_url: String, options: &Options) -> Config {
-    let mut config = Config::from_env(
-        &Env::from_pairs([("HMAC_SECRETS", SECRET)]),
-        Defaults::SERVE,
-    )
-    .expect("test configuration is valid");
+/// The hub's configuration for a test, pointed at the test's database, operator and RGS.
+pub fn config_for(
+    url: DatabaseUrl,
+    operator_base_url: String,
+    rgs_url: String,
+    options: &Options,
+) -> Config {
+    let env = Env::from_pairs([("HMAC_SECRETS", SECRET), ("WEBHOOK_SECRET", WEBHOOK_SECRET)]);
+    let mut config = Config::from_env(&env, Defaults::SERVE).expect("test configuration is valid");
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.database = DatabaseConfig {
         url,
@@ -153,8 +159,70 @@ pub fn config_for(url: DatabaseUrl, operator_base_url: String, options: &Options
     };
     config.body_limit_bytes = options.body_limit_bytes;
     config.workers = 2;
+    config.webhooks.drain = options.drain;
+    config.webhooks.url = rgs_url;
+    config.webhooks.schedule = options.webhook_schedule.clone();
+    config.webhooks.lease = options.webhook_lease;
+    config.webhooks.concurrency = options.webhook_concurrency;
+    config.webhooks.batch_size = options.webhook_batch_size;
+    config.webhooks.poll_interval = Duration::from_millis(100);
+    config.webhooks.attempt_timeout = Duration::from_secs(2);
+    config.admin_token = options.admin_token.clone();
     config
 }
+
+/// One running hub process-equivalent: API, drainer and listener, stopped on drop.
+pub struct Hub {
+    pub address: String,
+    pub store: Store,
+    pub drainer: Drainer,
+    cancel: CancellationToken,
+    running: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Hub {
+    pub async fn start(config: Config) -> Self {
+        let app = Application::build(config).await.expect("build the hub");
+        let cancel = CancellationToken::new();
+        Self {
+            address: format!("http://{}", app.addr()),
+            store: app.store().clone(),
+            drainer: app.drainer(),
+            cancel: cancel.clone(),
+            running: Some(tokio::spawn(app.run_until_cancelled(cancel))),
+        }
+    }
+
+    /// Stops as on SIGTERM and waits until everything in flight has finished.
+    pub async fn shut_down(mut self) {
+        self.cancel.cancel();
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the hub task")
+                .expect("the hub stops cleanly");
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub struct TestApp {
+    pub hub: Hub,
+    pub address: String,
+    pub store: Store,
+    pub operator: MockOperator,
+    pub rgs: MockRgs,
+    pub client: reqwest::Client,
+    pub database_url: DatabaseUrl,
+    _database: TestDatabase,
+}
+
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789-abcdefgh";
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
@@ -166,44 +234,55 @@ impl TestApp {
             .with_test_writer()
             .with_env_filter("info")
             .try_init();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mock operator");
         let operator_config = MockOperatorConfig {
             requests_per_minute: options.operator_rpm,
             workers: 2,
         };
         let operator =
-            MockOperator::start(listener, operator_config).expect("start the mock operator");
-        let (url, database) = test_database(backend);
-        let config = config_for(url, operator.base_url(), &options);
-        let app = Application::build(config).await.expect("build the hub");
-        let address = format!("http://{}", app.addr());
-        let store = app.store().clone();
-        let handle = app.handle();
-        tokio::spawn(app.run());
+            MockOperator::start(ephemeral(), operator_config).expect("start the mock operator");
+        let rgs_config = MockRgsConfig {
+            key: WEBHOOK_SECRET.as_bytes().to_vec(),
+            workers: 2,
+        };
+        let rgs = MockRgs::start(ephemeral(), rgs_config).expect("start the mock RGS");
+        let (database_url, database) = test_database(backend);
+        let config = config_for(
+            database_url.clone(),
+            operator.base_url(),
+            rgs.webhook_url(),
+            &options,
+        );
+        let hub = Hub::start(config).await;
         Self {
-            address,
+            address: hub.address.clone(),
+            store: hub.store.clone(),
+            hub,
             operator,
-            store,
+            rgs,
             client: reqwest::Client::new(),
-            handle,
+            database_url,
             _database: database,
         }
     }
 
+    /// The configuration another replica of this hub would run with.
+    pub fn replica_config(&self, options: &Options) -> Config {
+        config_for(
+            self.database_url.clone(),
+            self.operator.base_url(),
+            self.rgs.webhook_url(),
+            options,
+        )
+    }
+
+    /// Another hub on the same database, operator and RGS.
+    pub async fn start_replica(&self, options: &Options) -> Hub {
+        Hub::start(self.replica_config(options)).await
+    }
+
     /// POSTs `body` to `path`, signed now with the test secret.
     pub async fn post_signed(&self, path: &str, key: &str, body: &str) -> reqwest::Response {
-        let timestamp = chrono::Utc::now().timestamp().to_string();
-        let signature = hub::signature::sign(SECRET.as_bytes(), body.as_bytes(), &timestamp);
-        self.client
-            .post(format!("{}{path}", self.address))
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", key)
-            .header("X-Timestamp", timestamp)
-            .header("X-Signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("the hub answers")
+        post_signed(&self.client, &self.address, path, key, body).await
     }
 
     pub async fn debit(&self, key: &str, body: &Value) -> reqwest::Response {
@@ -215,6 +294,31 @@ impl TestApp {
         self.post_signed("/wallet/credit", key, &body.to_string())
             .await
     }
+}
+
+fn ephemeral() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
+}
+
+pub async fn post_signed(
+    client: &reqwest::Client,
+    address: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> reqwest::Response {
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let signature = hub::signature::sign(SECRET.as_bytes(), body.as_bytes(), &timestamp);
+    client
+        .post(format!("{address}{path}"))
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", key)
+        .header("X-Timestamp", timestamp)
+        .header("X-Signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the hub answers")
 }
 
 pub fn wallet_body(player: &str, amount_cents: i64, currency: &str) -> Value {
@@ -307,5 +411,94 @@ impl TestApp {
             })
             .await
             .expect("update the lease");
+    }
+}
+
+/// The outbox, as the tests look at it.
+impl TestApp {
+    pub async fn only_event_of(&self, transaction_id: &str) -> String {
+        let events = self.outbox_for(transaction_id).await;
+        assert_eq!(events.len(), 1, "one event per settled transaction");
+        events[0].id.clone()
+    }
+
+    pub async fn event(&self, event_id: &str) -> OutboxRow {
+        let id = event_id.to_owned();
+        self.store
+            .run(move |conn| outbox::find(conn, &id).map_err(StoreError::from))
+            .await
+            .expect("read the outbox")
+            .expect("the event exists")
+    }
+
+    pub async fn wait_for_status(&self, event_id: &str, status: &str) -> OutboxRow {
+        eventually(
+            &format!("event {event_id} to be {status}"),
+            Duration::from_secs(20),
+            || async { Some(self.event(event_id).await).filter(|row| row.status == status) },
+        )
+        .await
+    }
+
+    pub async fn attempts(&self, event_id: &str) -> Vec<AttemptRow> {
+        let id = event_id.to_owned();
+        self.store
+            .run(move |conn| outbox::attempts_of(conn, &id).map_err(StoreError::from))
+            .await
+            .expect("read the attempts")
+    }
+
+    pub async fn all_events(&self) -> Vec<OutboxRow> {
+        self.store
+            .run(|conn| outbox::list(conn, &Window::default(), 100_000).map_err(StoreError::from))
+            .await
+            .expect("read the outbox")
+    }
+
+    /// Waits until the hub has recorded every event as delivered (the RGS sees a delivery
+    /// a moment before the drainer records it).
+    pub async fn wait_until_all_delivered(&self, expected: usize) {
+        eventually(
+            &format!("{expected} events recorded as delivered"),
+            Duration::from_secs(20),
+            || async {
+                let events = self.all_events().await;
+                (events.len() == expected && events.iter().all(|e| e.status == "DELIVERED"))
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
+    /// The drainers that recorded at least one attempt.
+    pub async fn attempt_workers(&self) -> HashSet<String> {
+        use diesel::prelude::*;
+        use hub::store::schema::webhook_attempts::dsl as a;
+        let workers: Vec<String> = self
+            .store
+            .run(|conn| {
+                let query = a::webhook_attempts.select(a::worker).distinct();
+                match conn {
+                    DbConnection::Postgres(c) => query.load(c),
+                    DbConnection::Sqlite(c) => query.load(c),
+                }
+                .map_err(StoreError::from)
+            })
+            .await
+            .expect("read the attempts");
+        workers.into_iter().collect()
+    }
+
+    /// Runs the `hub` binary against this test's database.
+    pub fn hub_cli(&self, args: &[&str]) -> std::process::Output {
+        let url = match &self.database_url {
+            DatabaseUrl::Postgres(url) => url.clone(),
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        };
+        std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .output()
+            .expect("run the hub binary")
     }
 }

@@ -7,3 +7,4 @@ mod bad_input;
 mod concurrency;
 mod operator_faults;
 mod wallet_contract;
+mod webhooks;

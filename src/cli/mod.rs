@@ -1,0 +1,3 @@
+//! Admin subcommands that work on the database directly, without a running hub.
+
+pub mod outbox;

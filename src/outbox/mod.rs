@@ -1,0 +1,12 @@
+//! Delivery of the transactional outbox to the RGS: at least once, signed, retried on a
+//! schedule, dead-lettered when the schedule runs out, replayable with the same event id.
+
+pub mod admin;
+mod delivery;
+mod drainer;
+pub mod listener;
+pub mod retention;
+mod schedule;
+pub mod signer;
+
+pub use drainer::Drainer;
