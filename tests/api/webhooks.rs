@@ -454,3 +454,104 @@ fn mock_rgs_now_ms() -> u128 {
         .unwrap()
         .as_millis()
 }
+
+on_both_backends!(
+    a_410_dead_letters_at_once_and_bulk_replay_requeues_every_dead_letter,
+    a_429_retry_after_from_the_rgs_is_waited_out,
+    retention_prunes_old_delivered_events_with_their_attempts_and_nothing_else,
+);
+
+async fn debit_event(app: &TestApp) -> String {
+    let response = answer(
+        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+            .await,
+    )
+    .await;
+    assert_eq!(response.status, 201, "{}", response.text);
+    app.only_event_of(response.json["transactionId"].as_str().unwrap())
+        .await
+}
+
+async fn a_410_dead_letters_at_once_and_bulk_replay_requeues_every_dead_letter(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.rgs.fail_next(2, 410, Duration::ZERO);
+    let gone = [debit_event(&app).await, debit_event(&app).await];
+    for event_id in &gone {
+        let dead = app.wait_for_status(event_id, "DEAD_LETTER").await;
+        assert_eq!(dead.attempts, 1, "410 Gone is final");
+    }
+    let delivered = debit_event(&app).await;
+    app.wait_for_status(&delivered, "DELIVERED").await;
+
+    let response = app
+        .client
+        .post(format!("{}/admin/outbox/replay-dead-letters", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let response = answer(response).await;
+
+    assert_eq!(response.json["requeued"], 2, "{}", response.text);
+    app.wait_until_all_delivered(3).await;
+    let mut accepted = app.rgs.accepted_event_ids();
+    accepted.sort();
+    let mut expected = vec![gone[0].clone(), gone[1].clone(), delivered];
+    expected.sort();
+    assert_eq!(
+        accepted, expected,
+        "only the dead letters were sent again, once each"
+    );
+}
+
+async fn a_429_retry_after_from_the_rgs_is_waited_out(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let busy = Fault {
+        status: 429,
+        delay: Duration::ZERO,
+        retry_after_seconds: Some(1),
+    };
+    app.rgs.inject(busy, 1);
+
+    let event_id = debit_event(&app).await;
+    app.wait_for_status(&event_id, "DELIVERED").await;
+
+    let deliveries = app.rgs.deliveries();
+    assert_eq!(
+        deliveries.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = deliveries[1].received_at_ms - deliveries[0].received_at_ms;
+    assert!(
+        waited >= 1000,
+        "retried {waited} ms after a Retry-After of 1 s (the schedule alone says 50 ms)"
+    );
+}
+
+async fn retention_prunes_old_delivered_events_with_their_attempts_and_nothing_else(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    app.rgs.fail_next(1, 410, Duration::ZERO);
+    let dead = debit_event(&app).await;
+    app.wait_for_status(&dead, "DEAD_LETTER").await;
+    let delivered = debit_event(&app).await;
+    app.wait_for_status(&delivered, "DELIVERED").await;
+
+    let kept_a_week = hub::outbox::retention::prune(&app.store, Duration::from_secs(7 * 24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(kept_a_week, 0, "nothing is a week old yet");
+    let pruned = hub::outbox::retention::prune(&app.store, Duration::ZERO)
+        .await
+        .unwrap();
+
+    assert_eq!(pruned, 1);
+    let remaining: Vec<String> = app.all_events().await.into_iter().map(|e| e.id).collect();
+    assert_eq!(remaining, [dead.clone()], "dead letters are never pruned");
+    assert!(
+        app.attempts(&delivered).await.is_empty(),
+        "the pruned event's attempts went with it"
+    );
+    assert_eq!(app.attempts(&dead).await.len(), 1);
+}
