@@ -548,7 +548,11 @@ async fn retention_prunes_old_delivered_events_with_their_attempts_and_nothing_e
 
     assert_eq!(pruned, 1);
     let remaining: Vec<String> = app.all_events().await.into_iter().map(|e| e.id).collect();
-    assert_eq!(remaining, [dead.clone()], "dead letters are never pruned");
+    assert_eq!(
+        remaining,
+        std::slice::from_ref(&dead),
+        "dead letters are never pruned"
+    );
     assert!(
         app.attempts(&delivered).await.is_empty(),
         "the pruned event's attempts went with it"
