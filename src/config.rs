@@ -211,13 +211,7 @@ impl Config {
             "127.0.0.1:3000".parse().expect("valid"),
             "a socket address like 0.0.0.0:3000",
         )?;
-        let operator = OperatorConfig {
-            base_url: operator_base_url(
-                env.get("OPERATOR_BASE_URL")
-                    .unwrap_or("http://127.0.0.1:3001"),
-            )?,
-            retry: retry_config(env)?,
-        };
+        let operator = OperatorConfig::from_env(env)?;
         Ok(Self {
             listen_addr,
             database: database_config(env)?,
@@ -279,6 +273,18 @@ pub fn redact_url(text: &str) -> String {
             format!("{}{user}:***{}", &text[..scheme_end + 3], &text[at..])
         }
         _ => text.to_owned(),
+    }
+}
+
+impl OperatorConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(OperatorConfig {
+            base_url: operator_base_url(
+                env.get("OPERATOR_BASE_URL")
+                    .unwrap_or("http://127.0.0.1:3001"),
+            )?,
+            retry: retry_config(env)?,
+        })
     }
 }
 

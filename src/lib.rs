@@ -9,6 +9,7 @@ pub mod domain;
 pub mod http;
 pub mod operator;
 pub mod outbox;
+pub mod reconcile;
 pub mod signature;
 pub mod startup;
 pub mod store;

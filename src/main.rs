@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hub::cli::outbox::OutboxCommand;
-use hub::config::{Config, DatabaseConfig, Defaults, Env};
+use hub::cli::reconcile::ReconcileArgs;
+use hub::config::{Config, DatabaseConfig, Defaults, Env, LogFormat, OperatorConfig};
+use hub::operator::OperatorClient;
 use hub::startup::Application;
 use hub::store::Store;
 use mock_operator::{MockOperator, MockOperatorConfig};
@@ -45,6 +47,10 @@ enum Command {
     },
     /// Apply pending database migrations to DATABASE_URL and exit.
     Migrate,
+    /// Compare the hub's transactions (DATABASE_URL) with the operator's listing
+    /// (OPERATOR_BASE_URL) and write a report. Exit 0: they agree; 1: they disagree;
+    /// 2: the comparison could not run.
+    Reconcile(ReconcileArgs),
     /// Inspect and replay webhook events in DATABASE_URL (no running hub needed).
     Outbox {
         #[command(subcommand)]
@@ -78,6 +84,13 @@ fn main() -> ExitCode {
         Command::Outbox { command } => DatabaseConfig::from_env(&env)
             .map_err(|e| e.to_string())
             .and_then(|database| runtime.block_on(outbox(database, command))),
+        Command::Reconcile(args) => {
+            return match runtime.block_on(reconcile(&env, &args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(message) => fail(&message),
+            }
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,12 +167,26 @@ fn migrate(database: DatabaseConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn outbox(database: DatabaseConfig, command: OutboxCommand) -> Result<(), String> {
-    let store = tokio::task::spawn_blocking(move || Store::connect(&database))
+async fn connect(database: DatabaseConfig) -> Result<Store, String> {
+    tokio::task::spawn_blocking(move || Store::connect(&database))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    hub::cli::outbox::run(command, &store).await
+        .map_err(|e| e.to_string())
+}
+
+async fn outbox(database: DatabaseConfig, command: OutboxCommand) -> Result<(), String> {
+    hub::cli::outbox::run(command, &connect(database).await?).await
+}
+
+/// `Ok(true)`: the ledgers agree; `Ok(false)`: they do not; `Err`: nothing was proven.
+async fn reconcile(env: &Env, args: &ReconcileArgs) -> Result<bool, String> {
+    hub::telemetry::init_with_default(LogFormat::Pretty, "warn");
+    let options = args.options()?;
+    let operator_config = OperatorConfig::from_env(env).map_err(|e| e.to_string())?;
+    let database = DatabaseConfig::from_env(env).map_err(|e| e.to_string())?;
+    let store = connect(database).await?;
+    let operator = OperatorClient::new(&operator_config).map_err(|e| e.to_string())?;
+    hub::cli::reconcile::run(&options, &store, &operator).await
 }
 
 async fn shutdown_signal() {

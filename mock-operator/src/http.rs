@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::state::{FaultKind, Operation, SharedBooks};
+use crate::state::{Drift, FaultKind, Operation, SharedBooks, TransactionRecord};
 use crate::{money, wallet, MockOperatorConfig};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -20,7 +20,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v2/players/{player}/balance", web::get().to(balance))
         .route("/v2/transactions", web::get().to(list_transactions))
         .route("/_mock/charges", web::get().to(charges))
-        .route("/_mock/calls", web::get().to(calls));
+        .route("/_mock/calls", web::get().to(calls))
+        .route("/_mock/drift", web::post().to(drift));
 }
 
 async fn health() -> HttpResponse {
@@ -281,4 +282,79 @@ async fn charges(books: web::Data<SharedBooks>) -> HttpResponse {
 
 async fn calls(books: web::Data<SharedBooks>) -> HttpResponse {
     HttpResponse::Ok().json(&books.lock().calls)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DriftRequest {
+    kind: String,
+    transaction_id: String,
+    delta_cents: Option<i64>,
+    status: Option<String>,
+    currency: Option<String>,
+    player_id: Option<String>,
+    amount_cents: Option<i64>,
+}
+
+const STATUSES: [&str; 5] = [
+    "SUCCESS",
+    "INSUFFICIENT_FUNDS",
+    "PLAYER_NOT_FOUND",
+    "INVALID_CURRENCY",
+    "FAILED",
+];
+
+/// `POST /_mock/drift`: make the books disagree with the hub's (see [`Drift`]).
+async fn drift(request: web::Json<DriftRequest>, books: web::Data<SharedBooks>) -> HttpResponse {
+    let id = request.transaction_id.clone();
+    let drift = match request.kind.as_str() {
+        "drop" => Drift::Drop { transaction_id: id },
+        "amount" => Drift::Amount {
+            transaction_id: id,
+            delta_minor: request.delta_cents.unwrap_or(1),
+        },
+        "status" => {
+            let wanted = request.status.as_deref().unwrap_or("FAILED");
+            let Some(status) = STATUSES.iter().find(|s| **s == wanted) else {
+                return HttpResponse::BadRequest()
+                    .json(json!({"message": format!("status must be one of {STATUSES:?}")}));
+            };
+            Drift::Status {
+                transaction_id: id,
+                status,
+            }
+        }
+        "currency" => Drift::Currency {
+            transaction_id: id,
+            currency: request.currency.clone().unwrap_or("EUR".into()),
+        },
+        "type" => Drift::Type { transaction_id: id },
+        "player" => Drift::Player {
+            transaction_id: id,
+            player_id: request.player_id.clone().unwrap_or("player-x".into()),
+        },
+        "extra" => Drift::Extra {
+            record: TransactionRecord::settled(
+                &id,
+                request.player_id.as_deref().unwrap_or("player-001"),
+                Operation::Withdraw,
+                request.amount_cents.unwrap_or(100),
+                request.currency.as_deref().unwrap_or("USD"),
+                "SUCCESS",
+                chrono::Utc::now(),
+            ),
+        },
+        other => {
+            let message = format!(
+                "kind must be drop, amount, status, currency, type, player or extra, not {other:?}"
+            );
+            return HttpResponse::BadRequest().json(json!({"message": message}));
+        }
+    };
+    if books.lock().drift(drift) {
+        HttpResponse::Ok()
+            .json(json!({"kind": request.kind, "transactionId": request.transaction_id}))
+    } else {
+        HttpResponse::NotFound().json(json!({"message": "no such transaction"}))
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-pub use state::{Books, CallRecord, FaultKind, Operation, SharedBooks, TransactionRecord};
+pub use state::{Books, CallRecord, Drift, FaultKind, Operation, SharedBooks, TransactionRecord};
 
 #[derive(Debug, Clone)]
 pub struct MockOperatorConfig {
@@ -92,6 +92,22 @@ impl MockOperator {
 
     pub fn calls(&self) -> Vec<CallRecord> {
         self.books.lock().calls.clone()
+    }
+
+    /// Makes the operator's books disagree with the hub's; false if the id is unknown.
+    pub fn drift(&self, drift: Drift) -> bool {
+        self.books.lock().drift(drift)
+    }
+
+    /// Records transactions as if the operator had processed them, e.g. to reconcile a
+    /// large day without calling the API a million times.
+    pub fn seed(&self, records: impl IntoIterator<Item = TransactionRecord>) {
+        let mut books = self.books.lock();
+        for record in records {
+            books
+                .transactions
+                .insert(record.transaction_id.clone(), record);
+        }
     }
 
     pub fn inject_fault(&self, kind: FaultKind, count: u32) {

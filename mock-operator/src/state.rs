@@ -32,6 +32,60 @@ pub struct TransactionRecord {
     pub response_body: String,
 }
 
+/// Ways the operator's books can drift from the hub's, for reconciliation tests.
+#[derive(Debug, Clone)]
+pub enum Drift {
+    /// The operator loses its record of a transaction.
+    Drop { transaction_id: String },
+    /// The recorded amount changes by `delta_minor`.
+    Amount {
+        transaction_id: String,
+        delta_minor: i64,
+    },
+    Status {
+        transaction_id: String,
+        status: &'static str,
+    },
+    Currency {
+        transaction_id: String,
+        currency: String,
+    },
+    /// A withdrawal becomes a deposit or the other way round.
+    Type { transaction_id: String },
+    Player {
+        transaction_id: String,
+        player_id: String,
+    },
+    /// A transaction the hub never sent.
+    Extra { record: TransactionRecord },
+}
+
+impl TransactionRecord {
+    /// A record as the operator would hold it after processing the call, answer included.
+    pub fn settled(
+        transaction_id: &str,
+        player_id: &str,
+        operation: Operation,
+        amount_minor: i64,
+        currency: &str,
+        status: &'static str,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        let body = serde_json::json!({"status": status, "transactionId": transaction_id, "currency": currency});
+        Self {
+            transaction_id: transaction_id.to_owned(),
+            player_id: player_id.to_owned(),
+            operation,
+            amount_minor,
+            currency: currency.to_owned(),
+            status,
+            created_at,
+            http_status: if status == "SUCCESS" { 200 } else { 422 },
+            response_body: body.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     ServerError,
@@ -150,6 +204,53 @@ impl Books {
             transaction_id,
             status,
         });
+    }
+
+    /// Applies `drift` to the books; false if it names an unknown transaction.
+    pub fn drift(&mut self, drift: Drift) -> bool {
+        fn record<'a>(books: &'a mut Books, id: &str) -> Option<&'a mut TransactionRecord> {
+            books.transactions.get_mut(id)
+        }
+        match drift {
+            Drift::Drop { transaction_id } => self.transactions.remove(&transaction_id).is_some(),
+            Drift::Extra { record } => {
+                self.transactions
+                    .insert(record.transaction_id.clone(), record);
+                true
+            }
+            Drift::Amount {
+                transaction_id,
+                delta_minor,
+            } => record(self, &transaction_id)
+                .map(|r| r.amount_minor += delta_minor)
+                .is_some(),
+            Drift::Status {
+                transaction_id,
+                status,
+            } => record(self, &transaction_id)
+                .map(|r| r.status = status)
+                .is_some(),
+            Drift::Currency {
+                transaction_id,
+                currency,
+            } => record(self, &transaction_id)
+                .map(|r| r.currency = currency)
+                .is_some(),
+            Drift::Player {
+                transaction_id,
+                player_id,
+            } => record(self, &transaction_id)
+                .map(|r| r.player_id = player_id)
+                .is_some(),
+            Drift::Type { transaction_id } => record(self, &transaction_id)
+                .map(|r| {
+                    r.operation = match r.operation {
+                        Operation::Withdraw => Operation::Deposit,
+                        Operation::Deposit => Operation::Withdraw,
+                    }
+                })
+                .is_some(),
+        }
     }
 
     pub fn total_charges(&self) -> u32 {

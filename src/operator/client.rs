@@ -12,7 +12,11 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
+use tokio_util::bytes::Bytes;
 
+use chrono::SecondsFormat;
+
+use super::listing::{self, ListQuery, Page};
 use super::{response, retry_after, Decision, DeclineReason, OperatorCall, OperatorError};
 use crate::config::{OperatorConfig, RetryConfig};
 use crate::domain::TransactionKind;
@@ -35,8 +39,10 @@ struct WalletBody<'a> {
 }
 
 /// What one attempt tells the retry loop.
-enum Attempt {
-    Decided(Decision),
+enum Attempt<T> {
+    Decided(T),
+    /// Final: asking again would get the same answer.
+    Refused(String),
     Retry {
         failure: String,
         retry_after: Option<Duration>,
@@ -59,22 +65,58 @@ impl OperatorClient {
     /// Sends `call` until the operator decides or the deadline passes.
     #[tracing::instrument(skip_all, fields(transaction_id = %call.transaction_id))]
     pub async fn execute(&self, call: &OperatorCall) -> Result<Decision, OperatorError> {
-        let deadline = Instant::now() + self.retry.deadline;
         let url = self.url(call);
         let body = wallet_body(call);
+        self.with_retries(|timeout| self.attempt(&url, &body, call, timeout))
+            .await
+    }
+
+    /// One page of the operator's transactions created in `[start, end]`, ordered by id.
+    pub async fn list_transactions(&self, query: &ListQuery) -> Result<Page, OperatorError> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/v2/transactions", self.base_url)).map_err(|_| {
+                OperatorError::Refused(
+                    "OPERATOR_BASE_URL cannot be joined with /v2/transactions".into(),
+                )
+            })?;
+        url.query_pairs_mut()
+            .append_pair(
+                "startDate",
+                &query.start.to_rfc3339_opts(SecondsFormat::Micros, true),
+            )
+            .append_pair(
+                "endDate",
+                &query.end.to_rfc3339_opts(SecondsFormat::Micros, true),
+            )
+            .append_pair("limit", &query.limit.to_string());
+        if let Some(cursor) = &query.cursor {
+            url.query_pairs_mut().append_pair("cursor", cursor);
+        }
+        self.with_retries(|timeout| self.fetch_page(url.clone(), timeout))
+            .await
+    }
+
+    /// Runs `attempt` until it decides, or until the deadline would pass before the next try.
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, OperatorError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let deadline = Instant::now() + self.retry.deadline;
         let mut intervals = self.intervals();
         let mut attempts = 0;
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = remaining.min(self.retry.attempt_timeout);
-            let (failure, retry_after) = match self.attempt(&url, &body, call, timeout).await {
-                Attempt::Decided(decision) => return Ok(decision),
-                Attempt::Retry {
-                    failure,
-                    retry_after,
-                } => (failure, retry_after),
-            };
+            let (failure, retry_after) =
+                match attempt(remaining.min(self.retry.attempt_timeout)).await {
+                    Attempt::Decided(decided) => return Ok(decided),
+                    Attempt::Refused(reason) => return Err(OperatorError::Refused(reason)),
+                    Attempt::Retry {
+                        failure,
+                        retry_after,
+                    } => (failure, retry_after),
+                };
             let wait = retry_after
                 .or_else(|| intervals.next_backoff())
                 .unwrap_or(Duration::ZERO);
@@ -88,6 +130,25 @@ impl OperatorClient {
             }
             tracing::info!(attempts, %failure, wait_ms = wait.as_millis() as u64, "operator call will be retried");
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn fetch_page(&self, url: reqwest::Url, timeout: Duration) -> Attempt<Page> {
+        let sent = self.http.get(url).timeout(timeout).send().await;
+        let (status, body) = match read_answer(sent, timeout).await {
+            Ok(answer) => answer,
+            Err(retry) => return retry,
+        };
+        if !status.is_success() {
+            return Attempt::Refused(format!(
+                "operator refused the transaction listing with {status}"
+            ));
+        }
+        match listing::parse_page(&body) {
+            Ok(page) => Attempt::Decided(page),
+            Err(error) => Attempt::Refused(format!(
+                "operator's transaction listing is not readable: {error}"
+            )),
         }
     }
 
@@ -116,7 +177,7 @@ impl OperatorClient {
         body: &str,
         call: &OperatorCall,
         timeout: Duration,
-    ) -> Attempt {
+    ) -> Attempt<Decision> {
         let sent = self
             .http
             .post(url)
@@ -127,25 +188,9 @@ impl OperatorClient {
             .body(body.to_owned())
             .send()
             .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => return retry(describe(&error, timeout), None),
-        };
-        let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let wait = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry_after::parse(v, SystemTime::now()));
-            return retry("operator answered 429 Too Many Requests".into(), wait);
-        }
-        if status.is_server_error() {
-            return retry(format!("operator answered {status}"), None);
-        }
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => return retry(describe(&error, timeout), None),
+        let (status, body) = match read_answer(sent, timeout).await {
+            Ok(answer) => answer,
+            Err(retry) => return retry,
         };
         match (
             response::decision(&body, call.currency),
@@ -165,11 +210,44 @@ impl OperatorClient {
     }
 }
 
-fn retry(failure: String, retry_after: Option<Duration>) -> Attempt {
+fn retry<T>(failure: String, retry_after: Option<Duration>) -> Attempt<T> {
     Attempt::Retry {
         failure,
         retry_after,
     }
+}
+
+/// The status and body of an answer the operator meant to give, or the retry that a
+/// transport failure, a 429 or a 5xx calls for.
+async fn read_answer<T>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), Attempt<T>> {
+    let response = sent.map_err(|error| retry(describe(&error, timeout), None))?;
+    let status = response.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let wait = retry_after_of(&response);
+        return Err(retry(
+            "operator answered 429 Too Many Requests".into(),
+            wait,
+        ));
+    }
+    if status.is_server_error() {
+        return Err(retry(format!("operator answered {status}"), None));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| retry(describe(&error, timeout), None))?;
+    Ok((status, body))
+}
+
+fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after::parse(v, SystemTime::now()))
 }
 
 fn wallet_body(call: &OperatorCall) -> String {

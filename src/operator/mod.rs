@@ -1,6 +1,7 @@
 //! The operator's wallet API as the hub sees it: one call, one decision, or "unavailable".
 
 mod client;
+pub mod listing;
 mod response;
 pub mod retry_after;
 
@@ -69,4 +70,17 @@ pub enum OperatorError {
         /// When the operator last asked us to come back, if it did.
         retry_after: Option<Duration>,
     },
+    /// The operator refused a request that cannot succeed by asking again.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl OperatorError {
+    /// When the operator asked to be called again, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            OperatorError::Unavailable { retry_after, .. } => *retry_after,
+            OperatorError::Refused(_) => None,
+        }
+    }
 }

@@ -48,6 +48,13 @@ pub fn insert(conn: &mut DbConnection, row: &TransactionRow) -> QueryResult<()> 
     .map(|_| ())
 }
 
+/// Inserts many rows in one statement (imports, benchmarks); all or none.
+pub fn insert_many(conn: &mut DbConnection, rows: &[TransactionRow]) -> QueryResult<usize> {
+    with_conn!(conn, |c| diesel::insert_into(transactions::table)
+        .values(rows)
+        .execute(c))
+}
+
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<TransactionRow>> {
     with_conn!(conn, |c| transactions::table
         .find(id)
@@ -74,4 +81,22 @@ pub fn settle(conn: &mut DbConnection, id: &str, settlement: &Settlement) -> Que
         .filter(transactions::id.eq(id))
         .filter(transactions::status.eq(PENDING));
     with_conn!(conn, |c| diesel::update(pending).set(settlement).execute(c)).map(|n| n == 1)
+}
+
+/// Up to `limit` transactions created in `[from, to]` with ids after `after`, in byte order
+/// of id: one page of the hub's side of a reconciliation.
+pub fn page_by_id(
+    conn: &mut DbConnection,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<TransactionRow>> {
+    with_conn!(conn, |c| transactions::table
+        .filter(transactions::id.gt(after))
+        .filter(transactions::created_at.between(from, to))
+        .order(transactions::id.asc())
+        .limit(limit)
+        .select(TransactionRow::as_select())
+        .load(c))
 }

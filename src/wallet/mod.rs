@@ -15,7 +15,7 @@ use chrono::{NaiveDateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
-use crate::operator::{OperatorCall, OperatorClient, OperatorError};
+use crate::operator::{OperatorCall, OperatorClient};
 use crate::store::{Store, StoreError};
 use phases::{Claimed, Lease};
 pub use receipt::Receipt;
@@ -122,7 +122,10 @@ impl WalletService {
                     None => self.answer_after_lost_lease(command.key).await,
                 }
             }
-            Err(OperatorError::Unavailable { retry_after, .. }) => {
+            // Whatever went wrong, the operator may have applied the call: leave the
+            // transaction PENDING for the retry with the same key.
+            Err(error) => {
+                let retry_after = error.retry_after();
                 self.release(command.key, lease).await;
                 Err(WalletError::OperatorUnavailable { retry_after })
             }

@@ -491,6 +491,11 @@ impl TestApp {
 
     /// Runs the `hub` binary against this test's database.
     pub fn hub_cli(&self, args: &[&str]) -> std::process::Output {
+        self.hub_cli_with(args, &[])
+    }
+
+    /// Runs the `hub` binary against this test's database, with more environment.
+    pub fn hub_cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let url = match &self.database_url {
             DatabaseUrl::Postgres(url) => url.clone(),
             DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
@@ -498,6 +503,7 @@ impl TestApp {
         std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
             .args(args)
             .env("DATABASE_URL", url)
+            .envs(env.iter().copied())
             .output()
             .expect("run the hub binary")
     }

@@ -6,5 +6,6 @@ mod authentication;
 mod bad_input;
 mod concurrency;
 mod operator_faults;
+mod reconcile;
 mod wallet_contract;
 mod webhooks;
