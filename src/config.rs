@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::money::Currency;
+use crate::operator::BreakerConfig;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -41,6 +42,7 @@ pub struct RetryConfig {
 pub struct OperatorConfig {
     pub base_url: String,
     pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
 }
 
 /// Delivery of the outbox to the RGS.
@@ -284,8 +286,31 @@ impl OperatorConfig {
                     .unwrap_or("http://127.0.0.1:3001"),
             )?,
             retry: retry_config(env)?,
+            breaker: breaker_config(env)?,
         })
     }
+}
+
+fn breaker_config(env: &Env) -> Result<BreakerConfig, ConfigError> {
+    let failure_ratio: f64 = env.parse(
+        "OPERATOR_BREAKER_FAILURE_RATIO",
+        0.5,
+        "a number between 0 and 1",
+    )?;
+    if !(failure_ratio > 0.0 && failure_ratio <= 1.0) {
+        return Err(ConfigError(format!(
+            "OPERATOR_BREAKER_FAILURE_RATIO must be above 0 and at most 1, got {failure_ratio}"
+        )));
+    }
+    Ok(BreakerConfig {
+        failure_ratio,
+        min_calls: positive(
+            env.parse("OPERATOR_BREAKER_MIN_CALLS", 10, "a whole number")?,
+            "OPERATOR_BREAKER_MIN_CALLS",
+        )?,
+        window: env.millis("OPERATOR_BREAKER_WINDOW_MS", 30_000)?,
+        open_for: env.millis("OPERATOR_BREAKER_OPEN_MS", 15_000)?,
+    })
 }
 
 impl DatabaseConfig {

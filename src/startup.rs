@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState};
-use crate::operator::OperatorClient;
+use crate::operator::{CircuitBreaker, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
 use crate::signature::Verifier;
 use crate::store::{Store, StoreError};
@@ -59,10 +59,12 @@ impl Application {
         let addr = listener.local_addr().map_err(listen_error)?;
         let outbox_wake = Arc::new(Notify::new());
         let operator = OperatorClient::new(&config.operator)?;
+        let breaker = CircuitBreaker::new(config.operator.breaker.clone());
         let state = web::Data::new(AppState {
             wallet: WalletService::new(
                 store.clone(),
                 operator,
+                breaker.clone(),
                 config.operator.retry.deadline,
                 outbox_wake.clone(),
             ),

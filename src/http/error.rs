@@ -82,7 +82,9 @@ impl ApiError {
             ApiError::Wallet(WalletError::KeyReused) => "IDEMPOTENCY_KEY_REUSED",
             ApiError::Wallet(WalletError::InProgress) => "REQUEST_IN_PROGRESS",
             ApiError::Wallet(WalletError::DuplicateRefId) => "DUPLICATE_REF_ID",
-            ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => "OPERATOR_UNAVAILABLE",
+            ApiError::Wallet(
+                WalletError::OperatorUnavailable { .. } | WalletError::CircuitOpen { .. },
+            ) => "OPERATOR_UNAVAILABLE",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::EventNotFound => "EVENT_NOT_FOUND",
             ApiError::NotFound => "NOT_FOUND",
@@ -134,6 +136,7 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => StatusCode::BAD_GATEWAY,
+            ApiError::Wallet(WalletError::CircuitOpen { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EventNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_))
@@ -156,6 +159,12 @@ impl ResponseError for ApiError {
                 retry_after: Some(wait),
             }) => {
                 response.insert_header((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+            }
+            ApiError::Wallet(WalletError::CircuitOpen { retry_after }) => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    retry_after.as_secs().max(1).to_string(),
+                ));
             }
             ApiError::Wallet(WalletError::InProgress) => {
                 response.insert_header((header::RETRY_AFTER, "1"));

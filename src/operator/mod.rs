@@ -1,5 +1,6 @@
 //! The operator's wallet API as the hub sees it: one call, one decision, or "unavailable".
 
+pub mod breaker;
 mod client;
 pub mod listing;
 mod response;
@@ -7,6 +8,7 @@ pub mod retry_after;
 
 use std::time::Duration;
 
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use client::OperatorClient;
 
 use crate::domain::{Currency, TransactionKind};

@@ -15,7 +15,7 @@ use chrono::{NaiveDateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
-use crate::operator::{OperatorCall, OperatorClient};
+use crate::operator::{CircuitBreaker, OperatorCall, OperatorClient};
 use crate::store::{Store, StoreError};
 use phases::{Claimed, Lease};
 pub use receipt::Receipt;
@@ -30,6 +30,8 @@ pub enum WalletError {
     DuplicateRefId,
     #[error("the operator could not be reached; retry with the same Idempotency-Key")]
     OperatorUnavailable { retry_after: Option<Duration> },
+    #[error("the operator is failing; calls are paused (nothing was recorded), retry later")]
+    CircuitOpen { retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("invariant broken: {0}")]
@@ -59,6 +61,7 @@ pub struct WalletService {
     lease: Duration,
     /// Wakes this process's outbox drainer once a webhook is committed.
     outbox_wake: Arc<Notify>,
+    breaker: Arc<CircuitBreaker>,
 }
 
 /// Margin on top of the operator deadline before another request may take a key over.
@@ -72,6 +75,7 @@ impl WalletService {
     pub fn new(
         store: Store,
         operator: OperatorClient,
+        breaker: Arc<CircuitBreaker>,
         operator_deadline: Duration,
         outbox_wake: Arc<Notify>,
     ) -> Self {
@@ -80,23 +84,38 @@ impl WalletService {
             operator,
             lease: operator_deadline + LEASE_MARGIN,
             outbox_wake,
+            breaker,
         }
     }
 
     #[tracing::instrument(skip_all, fields(kind = command.kind.as_str(), ref_id = %command.request.ref_id))]
     pub async fn execute(&self, command: WalletCommand) -> Result<Receipt, WalletError> {
         let lease_until = now() + self.lease;
+        // While the circuit is open the key is still answered from the database, but no new
+        // transaction is recorded: the client's retry later starts cleanly.
+        let permit = self.breaker.admit();
+        let may_call_operator = permit.is_ok();
         let claim_command = command.clone();
         let claimed = self
             .store
-            .run(move |conn| phases::claim(conn, &claim_command, now(), lease_until))
+            .run(move |conn| {
+                phases::claim(conn, &claim_command, now(), lease_until, may_call_operator)
+            })
             .await?;
-        let (pending, lease) = match claimed {
-            Claimed::Replay(receipt) => return Ok(receipt),
-            Claimed::Owned { transaction, lease } => (transaction, lease),
+        let (pending, lease, permit) = match (claimed, permit) {
+            (Claimed::Replay(receipt), _) => return Ok(receipt),
+            (Claimed::Owned { transaction, lease }, Ok(permit)) => (transaction, lease, permit),
+            (_, Err(retry_after)) => return Err(WalletError::CircuitOpen { retry_after }),
+            (Claimed::Refused, Ok(_)) => {
+                return Err(WalletError::Invariant(
+                    "a claim refused although the operator may be called".into(),
+                ))
+            }
         };
         let call = operator_call(&pending, &command.correlation_id)?;
-        match self.operator.execute(&call).await {
+        let answered = self.operator.execute(&call).await;
+        permit.record(answered.is_ok());
+        match answered {
             Ok(decision) => {
                 let key = command.key.as_str().to_owned();
                 let correlation_id = command.correlation_id.clone();

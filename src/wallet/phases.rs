@@ -34,13 +34,18 @@ pub enum Claimed {
     },
     /// The key already has its final answer.
     Replay(Receipt),
+    /// Going on would need the operator, and new work was not allowed (circuit open).
+    Refused,
 }
 
+/// `may_call_operator` false (the circuit is open) still answers from the stored key, but
+/// never creates a transaction or takes a lapsed key over: it answers [`Claimed::Refused`].
 pub fn claim(
     conn: &mut DbConnection,
     command: &WalletCommand,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
+    may_call_operator: bool,
 ) -> Result<Claimed, WalletError> {
     let lease = Lease {
         token: Uuid::new_v4().to_string(),
@@ -61,6 +66,19 @@ pub fn claim(
             created_at: now,
             updated_at: now,
         };
+        if !may_call_operator {
+            return match idempotency_keys::find(conn, command.key.as_str())? {
+                Some(_) => decide_from_existing(
+                    conn,
+                    command.key.as_str(),
+                    &fingerprint,
+                    lease,
+                    now,
+                    false,
+                ),
+                None => Ok(Claimed::Refused),
+            };
+        }
         if idempotency_keys::insert_if_absent(conn, &key)? {
             return match transactions::insert(conn, &transaction) {
                 Ok(()) => Ok(Claimed::Owned {
@@ -74,7 +92,7 @@ pub fn claim(
                 Err(error) => Err(error.into()),
             };
         }
-        decide_from_existing(conn, command.key.as_str(), &fingerprint, lease, now)
+        decide_from_existing(conn, command.key.as_str(), &fingerprint, lease, now, true)
     })
 }
 
@@ -84,6 +102,7 @@ fn decide_from_existing(
     fingerprint: &str,
     lease: Lease,
     now: NaiveDateTime,
+    may_call_operator: bool,
 ) -> Result<Claimed, WalletError> {
     // Absent only if a reaper removed it between our insert and this read: try again later.
     let existing = idempotency_keys::find(conn, key)?.ok_or(WalletError::InProgress)?;
@@ -95,6 +114,9 @@ fn decide_from_existing(
     }
     if existing.locked_until.is_some_and(|until| until > now) {
         return Err(WalletError::InProgress);
+    }
+    if !may_call_operator {
+        return Ok(Claimed::Refused);
     }
     if !idempotency_keys::take_over(conn, key, &lease.token, now, lease.until)? {
         return Err(WalletError::InProgress);

@@ -10,6 +10,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use hub::config::{
     Config, DatabaseConfig, DatabaseUrl, Defaults, Env, OperatorConfig, RetryConfig,
 };
+use hub::operator::BreakerConfig;
 use hub::outbox::Drainer;
 use hub::startup::Application;
 use hub::store::outbox::{self, AttemptRow, OutboxRow, Window};
@@ -54,6 +55,7 @@ pub(crate) use on_both_backends;
 pub struct Options {
     pub operator_rpm: u32,
     pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
     pub secrets: Vec<String>,
     pub body_limit_bytes: usize,
     pub webhook_schedule: Vec<Duration>,
@@ -75,6 +77,12 @@ impl Default for Options {
                 deadline: Duration::from_secs(10),
                 initial_backoff: Duration::from_millis(20),
                 max_backoff: Duration::from_millis(200),
+            },
+            breaker: BreakerConfig {
+                failure_ratio: 0.5,
+                min_calls: 10,
+                window: Duration::from_secs(30),
+                open_for: Duration::from_secs(15),
             },
             secrets: vec![SECRET.to_owned()],
             body_limit_bytes: 64 * 1024,
@@ -156,6 +164,7 @@ pub fn config_for(
     config.operator = OperatorConfig {
         base_url: operator_base_url,
         retry: options.retry.clone(),
+        breaker: options.breaker.clone(),
     };
     config.body_limit_bytes = options.body_limit_bytes;
     config.workers = 2;

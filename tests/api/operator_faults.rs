@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use mock_operator::FaultKind;
 
-use crate::helpers::{answer, new_key, on_both_backends, wallet_body, Backend, Options, TestApp};
+use crate::helpers::{
+    answer, eventually, new_key, on_both_backends, wallet_body, Backend, Options, TestApp,
+};
 
 on_both_backends!(
     two_server_errors_then_success_charge_once,
@@ -154,5 +156,72 @@ async fn a_rate_limit_longer_than_the_deadline_is_refused_at_once_and_passed_on(
     assert_eq!(
         attempts, 1,
         "no retry is sent into a rate limit that outlasts the deadline"
+    );
+}
+
+on_both_backends!(a_failing_operator_opens_the_circuit_and_a_probe_closes_it);
+
+async fn a_failing_operator_opens_the_circuit_and_a_probe_closes_it(backend: Backend) {
+    let mut options = Options::default();
+    options.retry.attempt_timeout = Duration::from_millis(100);
+    options.retry.deadline = Duration::from_millis(250);
+    options.breaker.min_calls = 3;
+    options.breaker.open_for = Duration::from_millis(500);
+    let app = TestApp::spawn_with(backend, options).await;
+    let (settled_key, settled_body) = (new_key(), wallet_body("player-001", 100, "USD"));
+    let settled = answer(app.debit(&settled_key, &settled_body).await).await;
+    assert_eq!(settled.status, 201);
+    app.operator.inject_fault(FaultKind::ServerError, 100_000);
+    // With the success above, two failures make 2 of 3 calls: past the 50 % threshold.
+    for _ in 0..2 {
+        assert_eq!(
+            app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+                .await
+                .status(),
+            502
+        );
+    }
+
+    let calls_before = app.operator.calls().len();
+    let (refused_key, refused_body) = (new_key(), wallet_body("player-001", 100, "USD"));
+    let refused = answer(app.debit(&refused_key, &refused_body).await).await;
+
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert_eq!(refused.json["code"], "OPERATOR_UNAVAILABLE");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(
+        app.transaction_for_key(&refused_key).await.is_none(),
+        "nothing is recorded while open"
+    );
+    assert_eq!(
+        app.operator.calls().len(),
+        calls_before,
+        "the operator is left alone while open"
+    );
+    let replayed = answer(app.debit(&settled_key, &settled_body).await).await;
+    assert_eq!(
+        (replayed.status, replayed.text),
+        (201, settled.text),
+        "stored answers still replay"
+    );
+
+    app.operator.inject_fault(FaultKind::ServerError, 0);
+    eventually(
+        "a probe to close the circuit",
+        Duration::from_secs(10),
+        || async {
+            let status = app
+                .debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+                .await
+                .status();
+            (status == 201).then_some(())
+        },
+    )
+    .await;
+    let retried = answer(app.debit(&refused_key, &refused_body).await).await;
+    assert_eq!(
+        retried.status, 201,
+        "the refused request starts cleanly once closed: {}",
+        retried.text
     );
 }
