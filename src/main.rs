@@ -185,7 +185,9 @@ async fn reconcile(env: &Env, args: &ReconcileArgs) -> Result<bool, String> {
     let operator_config = OperatorConfig::from_env(env).map_err(|e| e.to_string())?;
     let database = DatabaseConfig::from_env(env).map_err(|e| e.to_string())?;
     let store = connect(database).await?;
-    let operator = OperatorClient::new(&operator_config).map_err(|e| e.to_string())?;
+    // A one-shot command exposes no metrics; the client still counts into its own registry.
+    let metrics = std::sync::Arc::new(hub::metrics::Metrics::new());
+    let operator = OperatorClient::new(&operator_config, metrics).map_err(|e| e.to_string())?;
     hub::cli::reconcile::run(&options, &store, &operator).await
 }
 

@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
 use crate::signature::Verifier;
 use crate::store::{Store, StoreError};
-use crate::wallet::WalletService;
+use crate::wallet::{WalletParts, WalletService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -58,16 +59,19 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr).map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
         let outbox_wake = Arc::new(Notify::new());
-        let operator = OperatorClient::new(&config.operator)?;
+        let metrics = Arc::new(Metrics::new());
+        let operator = OperatorClient::new(&config.operator, metrics.clone())?;
         let breaker = CircuitBreaker::new(config.operator.breaker.clone());
+        let wallet_parts = WalletParts {
+            breaker: breaker.clone(),
+            operator_deadline: config.operator.retry.deadline,
+            outbox_wake: outbox_wake.clone(),
+            metrics: metrics.clone(),
+        };
         let state = web::Data::new(AppState {
-            wallet: WalletService::new(
-                store.clone(),
-                operator,
-                breaker.clone(),
-                config.operator.retry.deadline,
-                outbox_wake.clone(),
-            ),
+            wallet: WalletService::new(store.clone(), operator, wallet_parts),
+            breaker,
+            metrics: metrics.clone(),
             verifier: Verifier::new(config.hmac_secrets.clone(), config.signature_tolerance),
             currencies: config.supported_currencies.clone(),
             body_limit: config.body_limit_bytes,
@@ -93,7 +97,12 @@ impl Application {
         Ok(Self {
             addr,
             server,
-            drainer: Drainer::new(store.clone(), &config.webhooks, outbox_wake.clone())?,
+            drainer: Drainer::new(
+                store.clone(),
+                &config.webhooks,
+                outbox_wake.clone(),
+                metrics,
+            )?,
             store,
             outbox_wake,
             listen_url,

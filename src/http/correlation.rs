@@ -46,10 +46,12 @@ pub async fn middleware(
             .headers_mut()
             .insert(HeaderName::from_static(HEADER), value);
     }
+    let took = started.elapsed();
+    record(&response, took);
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = took.as_secs_f64() * 1000.0,
             "request finished"
         )
     });
@@ -62,4 +64,28 @@ pub fn of(request: &HttpRequest) -> String {
         .get::<CorrelationId>()
         .map(|id| id.0.clone())
         .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+/// Counts the request under its route pattern (never the raw path, which would let clients
+/// create unbounded label values).
+fn record<B>(response: &ServiceResponse<B>, took: std::time::Duration) {
+    let request = response.request();
+    let Some(state) = request.app_data::<actix_web::web::Data<super::AppState>>() else {
+        return;
+    };
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str();
+    let status = response.status().as_u16().to_string();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method, status.as_str()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route.as_str(), method])
+        .observe(took.as_secs_f64());
 }

@@ -5,13 +5,18 @@ mod body;
 pub mod correlation;
 mod error;
 mod health;
+mod metrics;
 mod wallet;
 
 use actix_web::web;
 
 pub use error::ApiError;
 
+use std::sync::Arc;
+
 use crate::domain::Currency;
+use crate::metrics::Metrics;
+use crate::operator::CircuitBreaker;
 use crate::signature::Verifier;
 use crate::store::Store;
 use crate::wallet::WalletService;
@@ -24,6 +29,8 @@ pub struct AppState {
     pub body_limit: usize,
     pub store: Store,
     pub admin_token: Option<String>,
+    pub breaker: Arc<CircuitBreaker>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The API's routes; the admin API only when an `ADMIN_TOKEN` is configured.
@@ -44,6 +51,7 @@ pub fn routes(config: &mut web::ServiceConfig, with_admin: bool) {
         )
         .route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(metrics::render))
         .default_service(web::to(not_found));
 }
 

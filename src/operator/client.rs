@@ -4,6 +4,7 @@
 //! its `Retry-After`; other 4xx and every readable wallet status are final. The same
 //! transaction id is sent on every attempt, so retrying never charges twice.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backoff::backoff::Backoff;
@@ -20,12 +21,14 @@ use super::listing::{self, ListQuery, Page};
 use super::{response, retry_after, Decision, DeclineReason, OperatorCall, OperatorError};
 use crate::config::{OperatorConfig, RetryConfig};
 use crate::domain::TransactionKind;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct OperatorClient {
     http: reqwest::Client,
     base_url: String,
     retry: RetryConfig,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Serialize)]
@@ -44,13 +47,15 @@ enum Attempt<T> {
     /// Final: asking again would get the same answer.
     Refused(String),
     Retry {
+        /// The `result` label of `hub_operator_attempts_total`.
+        kind: &'static str,
         failure: String,
         retry_after: Option<Duration>,
     },
 }
 
 impl OperatorClient {
-    pub fn new(config: &OperatorConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &OperatorConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -59,6 +64,7 @@ impl OperatorClient {
             http,
             base_url: config.base_url.clone(),
             retry: config.retry.clone(),
+            metrics,
         })
     }
 
@@ -97,7 +103,29 @@ impl OperatorClient {
     }
 
     /// Runs `attempt` until it decides, or until the deadline would pass before the next try.
-    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, OperatorError>
+    async fn with_retries<T, F, Fut>(&self, attempt: F) -> Result<T, OperatorError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let started = Instant::now();
+        let result = self.retry_until_deadline(attempt).await;
+        let outcome = match &result {
+            Ok(_) => "answered",
+            Err(OperatorError::Refused(_)) => "refused",
+            Err(OperatorError::Unavailable { .. }) => "unavailable",
+        };
+        self.metrics
+            .operator_calls
+            .with_label_values(&[outcome])
+            .inc();
+        self.metrics
+            .operator_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn retry_until_deadline<T, F, Fut>(&self, mut attempt: F) -> Result<T, OperatorError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
@@ -108,15 +136,25 @@ impl OperatorClient {
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let (failure, retry_after) =
-                match attempt(remaining.min(self.retry.attempt_timeout)).await {
-                    Attempt::Decided(decided) => return Ok(decided),
-                    Attempt::Refused(reason) => return Err(OperatorError::Refused(reason)),
-                    Attempt::Retry {
-                        failure,
-                        retry_after,
-                    } => (failure, retry_after),
-                };
+            let attempted = attempt(remaining.min(self.retry.attempt_timeout)).await;
+            let kind = match &attempted {
+                Attempt::Decided(_) => "answered",
+                Attempt::Refused(_) => "refused",
+                Attempt::Retry { kind, .. } => kind,
+            };
+            self.metrics
+                .operator_attempts
+                .with_label_values(&[kind])
+                .inc();
+            let (failure, retry_after) = match attempted {
+                Attempt::Decided(decided) => return Ok(decided),
+                Attempt::Refused(reason) => return Err(OperatorError::Refused(reason)),
+                Attempt::Retry {
+                    failure,
+                    retry_after,
+                    ..
+                } => (failure, retry_after),
+            };
             let wait = retry_after
                 .or_else(|| intervals.next_backoff())
                 .unwrap_or(Duration::ZERO);
@@ -199,6 +237,7 @@ impl OperatorClient {
             (Some(decision), _) => Attempt::Decided(decision),
             // A success we cannot read may still have moved money: ask again with the same id.
             (None, true) => retry(
+                "unreadable",
                 format!("operator answered {status} with an unreadable body"),
                 None,
             ),
@@ -210,8 +249,9 @@ impl OperatorClient {
     }
 }
 
-fn retry<T>(failure: String, retry_after: Option<Duration>) -> Attempt<T> {
+fn retry<T>(kind: &'static str, failure: String, retry_after: Option<Duration>) -> Attempt<T> {
     Attempt::Retry {
+        kind,
         failure,
         retry_after,
     }
@@ -223,22 +263,27 @@ async fn read_answer<T>(
     sent: Result<reqwest::Response, reqwest::Error>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), Attempt<T>> {
-    let response = sent.map_err(|error| retry(describe(&error, timeout), None))?;
+    let response = sent.map_err(|error| transport_failure(&error, timeout))?;
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
         let wait = retry_after_of(&response);
         return Err(retry(
+            "rate_limited",
             "operator answered 429 Too Many Requests".into(),
             wait,
         ));
     }
     if status.is_server_error() {
-        return Err(retry(format!("operator answered {status}"), None));
+        return Err(retry(
+            "server_error",
+            format!("operator answered {status}"),
+            None,
+        ));
     }
     let body = response
         .bytes()
         .await
-        .map_err(|error| retry(describe(&error, timeout), None))?;
+        .map_err(|error| transport_failure(&error, timeout))?;
     Ok((status, body))
 }
 
@@ -263,13 +308,25 @@ fn wallet_body(call: &OperatorCall) -> String {
 }
 
 /// A failure described without the URL, which may carry credentials.
-fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+fn transport_failure<T>(error: &reqwest::Error, timeout: Duration) -> Attempt<T> {
     if error.is_timeout() {
-        format!("no answer within {} ms", timeout.as_millis())
+        retry(
+            "timeout",
+            format!("no answer within {} ms", timeout.as_millis()),
+            None,
+        )
     } else if error.is_connect() {
-        "could not connect to the operator".into()
+        retry(
+            "connect_error",
+            "could not connect to the operator".into(),
+            None,
+        )
     } else {
-        "the connection to the operator failed".into()
+        retry(
+            "transport_error",
+            "the connection to the operator failed".into(),
+            None,
+        )
     }
 }
 

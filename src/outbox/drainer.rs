@@ -14,6 +14,7 @@ use super::delivery::{self, Attempted};
 use super::schedule::{Next, RetrySchedule};
 use super::signer::WebhookSigner;
 use crate::config::WebhookConfig;
+use crate::metrics::Metrics;
 use crate::store::outbox::{self, AfterAttempt, AttemptRow, OutboxRow};
 use crate::store::{Store, StoreError};
 
@@ -36,6 +37,7 @@ pub struct Drainer {
     /// Identifies this drainer's claims; unique per process start.
     worker: String,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drainer {
@@ -43,6 +45,7 @@ impl Drainer {
         store: Store,
         config: &WebhookConfig,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
@@ -62,6 +65,7 @@ impl Drainer {
             poll_interval: config.poll_interval,
             worker: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
             wake,
+            metrics,
         })
     }
 
@@ -137,6 +141,18 @@ impl Drainer {
         .await;
         let attempt = event.attempts.saturating_add(1);
         let after = self.after(attempt, &result);
+        let outcome = match after {
+            AfterAttempt::Delivered => "delivered",
+            AfterAttempt::RetryAt(_) => "failed",
+            AfterAttempt::DeadLetter => "dead_letter",
+        };
+        self.metrics
+            .webhook_deliveries
+            .with_label_values(&[outcome])
+            .inc();
+        self.metrics
+            .webhook_duration
+            .observe(result.took.as_secs_f64());
         match after {
             AfterAttempt::Delivered => tracing::info!(
                 attempt,

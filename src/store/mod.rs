@@ -198,6 +198,15 @@ impl Store {
         .map_err(|_| StoreError::TaskFailed)?
     }
 
+    /// Pooled connections (in use, idle).
+    pub fn connections(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections - state.idle_connections,
+            state.idle_connections,
+        )
+    }
+
     /// True when a connection can be had and answers.
     pub async fn is_reachable(&self) -> bool {
         self.run(|conn| conn.ping().map_err(StoreError::from))

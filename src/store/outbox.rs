@@ -304,3 +304,24 @@ pub fn prune_delivered(
         Ok(with_conn!(conn, |c| diesel::delete(events).execute(c))?)
     })
 }
+
+/// Rows per status and the oldest due time, for `/metrics`.
+pub struct OutboxStats {
+    pub rows: Vec<(String, i64)>,
+    pub oldest_due: Option<NaiveDateTime>,
+}
+
+pub fn stats(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<OutboxStats> {
+    use diesel::dsl::{count_star, min};
+    use webhook_outbox::dsl as o;
+    let rows = with_conn!(conn, |c| o::webhook_outbox
+        .group_by(o::status)
+        .select((o::status, count_star()))
+        .load::<(String, i64)>(c))?;
+    let oldest_due = with_conn!(conn, |c| o::webhook_outbox
+        .filter(o::status.eq(PENDING))
+        .filter(o::next_attempt_at.le(now))
+        .select(min(o::next_attempt_at))
+        .first::<Option<NaiveDateTime>>(c))?;
+    Ok(OutboxStats { rows, oldest_due })
+}

@@ -15,6 +15,7 @@ use chrono::{NaiveDateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
+use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, OperatorCall, OperatorClient};
 use crate::store::{Store, StoreError};
 use phases::{Claimed, Lease};
@@ -62,6 +63,15 @@ pub struct WalletService {
     /// Wakes this process's outbox drainer once a webhook is committed.
     outbox_wake: Arc<Notify>,
     breaker: Arc<CircuitBreaker>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the wallet flow needs besides its store and operator client.
+pub struct WalletParts {
+    pub breaker: Arc<CircuitBreaker>,
+    pub operator_deadline: Duration,
+    pub outbox_wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Margin on top of the operator deadline before another request may take a key over.
@@ -72,24 +82,32 @@ fn now() -> NaiveDateTime {
 }
 
 impl WalletService {
-    pub fn new(
-        store: Store,
-        operator: OperatorClient,
-        breaker: Arc<CircuitBreaker>,
-        operator_deadline: Duration,
-        outbox_wake: Arc<Notify>,
-    ) -> Self {
+    pub fn new(store: Store, operator: OperatorClient, parts: WalletParts) -> Self {
         Self {
             store,
             operator,
-            lease: operator_deadline + LEASE_MARGIN,
-            outbox_wake,
-            breaker,
+            lease: parts.operator_deadline + LEASE_MARGIN,
+            outbox_wake: parts.outbox_wake,
+            breaker: parts.breaker,
+            metrics: parts.metrics,
         }
     }
 
     #[tracing::instrument(skip_all, fields(kind = command.kind.as_str(), ref_id = %command.request.ref_id))]
     pub async fn execute(&self, command: WalletCommand) -> Result<Receipt, WalletError> {
+        let started = std::time::Instant::now();
+        let mut operator_time = Duration::ZERO;
+        let result = self.run_phases(command, &mut operator_time).await;
+        let overhead = started.elapsed().saturating_sub(operator_time);
+        self.metrics.wallet_overhead.observe(overhead.as_secs_f64());
+        result
+    }
+
+    async fn run_phases(
+        &self,
+        command: WalletCommand,
+        operator_time: &mut Duration,
+    ) -> Result<Receipt, WalletError> {
         let lease_until = now() + self.lease;
         // While the circuit is open the key is still answered from the database, but no new
         // transaction is recorded: the client's retry later starts cleanly.
@@ -113,7 +131,9 @@ impl WalletService {
             }
         };
         let call = operator_call(&pending, &command.correlation_id)?;
+        let calling = std::time::Instant::now();
         let answered = self.operator.execute(&call).await;
+        *operator_time = calling.elapsed();
         permit.record(answered.is_ok());
         match answered {
             Ok(decision) => {

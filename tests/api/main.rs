@@ -5,6 +5,7 @@ mod helpers;
 mod authentication;
 mod bad_input;
 mod concurrency;
+mod observability;
 mod operator_faults;
 mod reconcile;
 mod wallet_contract;

@@ -259,7 +259,8 @@ async fn events_claimed_by_a_dead_drainer_are_delivered_by_another_after_the_lea
     }
     let mut dying = app.replica_config(&options).webhooks;
     dying.lease = Duration::from_secs(1);
-    let dead = Drainer::new(app.store.clone(), &dying, Arc::new(Notify::new())).unwrap();
+    let metrics = Arc::new(hub::metrics::Metrics::new());
+    let dead = Drainer::new(app.store.clone(), &dying, Arc::new(Notify::new()), metrics).unwrap();
     let claimed_at_ms = mock_rgs_now_ms();
     assert_eq!(
         dead.claim().await.unwrap().len(),

@@ -1,0 +1,141 @@
+//! Prometheus metrics, one registry per running hub (no globals, so that two hubs can run
+//! in one test). Counters and histograms are updated where things happen; gauges that
+//! describe state (outbox rows, pool, circuit) are read when `/metrics` is scraped.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Seconds; from 0.5 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub wallet_overhead: Histogram,
+    pub operator_calls: IntCounterVec,
+    pub operator_attempts: IntCounterVec,
+    pub operator_duration: Histogram,
+    pub circuit_state: IntGauge,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_duration: Histogram,
+    pub outbox_rows: IntGaugeVec,
+    pub outbox_oldest_due_age: Gauge,
+    pub db_connections: IntGaugeVec,
+}
+
+fn histogram(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("hub_http_requests_total", "HTTP requests by route, method and status"),
+                &["route", "method", "status"],
+            )
+            .expect("valid metric"),
+            http_duration: HistogramVec::new(
+                histogram("hub_http_request_duration_seconds", "HTTP request latency by route and method"),
+                &["route", "method"],
+            )
+            .expect("valid metric"),
+            wallet_overhead: Histogram::with_opts(histogram(
+                "hub_wallet_overhead_seconds",
+                "Time a debit or credit spends in the hub itself: the wallet flow minus the operator call",
+            ))
+            .expect("valid metric"),
+            operator_calls: IntCounterVec::new(
+                Opts::new("hub_operator_calls_total", "Operator calls by final outcome"),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            operator_attempts: IntCounterVec::new(
+                Opts::new(
+                    "hub_operator_attempts_total",
+                    "HTTP attempts towards the operator by result (retries are the non-answered ones)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            operator_duration: Histogram::with_opts(histogram(
+                "hub_operator_call_duration_seconds",
+                "Operator call latency, retries and waits included",
+            ))
+            .expect("valid metric"),
+            circuit_state: IntGauge::new(
+                "hub_operator_circuit_state",
+                "Operator circuit breaker: 0 closed, 1 open, 2 half-open",
+            )
+            .expect("valid metric"),
+            webhook_deliveries: IntCounterVec::new(
+                Opts::new("hub_webhook_deliveries_total", "Webhook delivery attempts by result"),
+                &["result"],
+            )
+            .expect("valid metric"),
+            webhook_duration: Histogram::with_opts(histogram(
+                "hub_webhook_delivery_duration_seconds",
+                "Latency of one webhook delivery attempt",
+            ))
+            .expect("valid metric"),
+            outbox_rows: IntGaugeVec::new(Opts::new("hub_outbox_rows", "Outbox rows by status"), &["status"])
+                .expect("valid metric"),
+            outbox_oldest_due_age: Gauge::new(
+                "hub_outbox_oldest_due_age_seconds",
+                "How long the oldest due webhook has been waiting (0 when none is due)",
+            )
+            .expect("valid metric"),
+            db_connections: IntGaugeVec::new(
+                Opts::new("hub_db_pool_connections", "Pooled database connections by state"),
+                &["state"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        metrics.register();
+        metrics
+    }
+
+    fn register(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_duration.clone()),
+            Box::new(self.wallet_overhead.clone()),
+            Box::new(self.operator_calls.clone()),
+            Box::new(self.operator_attempts.clone()),
+            Box::new(self.operator_duration.clone()),
+            Box::new(self.circuit_state.clone()),
+            Box::new(self.webhook_deliveries.clone()),
+            Box::new(self.webhook_duration.clone()),
+            Box::new(self.outbox_rows.clone()),
+            Box::new(self.outbox_oldest_due_age.clone()),
+            Box::new(self.db_connections.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

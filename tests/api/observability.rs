@@ -1,0 +1,129 @@
+//! What operators watch: /metrics moving with the traffic, /health and /ready.
+
+use std::time::Duration;
+
+use mock_operator::FaultKind;
+
+use crate::helpers::{
+    answer, eventually, new_key, on_both_backends, wallet_body, Backend, Options, TestApp,
+    ADMIN_TOKEN,
+};
+
+on_both_backends!(
+    metrics_follow_requests_operator_calls_and_webhooks,
+    health_and_readiness_answer
+);
+
+/// The value of the sample `name{labels}` (labels exactly as Prometheus prints them).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    response.text().await.unwrap()
+}
+
+async fn metrics_follow_requests_operator_calls_and_webhooks(backend: Backend) {
+    let mut options = Options::default();
+    options.retry.deadline = Duration::from_millis(300);
+    let app = TestApp::spawn_with(backend, options).await;
+    let before = scrape(&app).await;
+    assert_eq!(sample(&before, "hub_operator_circuit_state"), Some(0.0));
+
+    let response = answer(
+        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+            .await,
+    )
+    .await;
+    let event_id = app
+        .only_event_of(response.json["transactionId"].as_str().unwrap())
+        .await;
+    app.wait_for_status(&event_id, "DELIVERED").await;
+    app.operator.inject_fault(FaultKind::ServerError, 1000);
+    assert_eq!(
+        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+            .await
+            .status(),
+        502
+    );
+    let admin = app
+        .client
+        .get(format!("{}/admin/outbox/{event_id}", app.address))
+        .bearer_auth(ADMIN_TOKEN);
+    assert_eq!(admin.send().await.unwrap().status(), 200);
+
+    let after = eventually(
+        "the delivery to be counted",
+        Duration::from_secs(10),
+        || async {
+            let text = scrape(&app).await;
+            sample(&text, r#"hub_webhook_deliveries_total{result="delivered"}"#).map(|_| text)
+        },
+    )
+    .await;
+    let expectations = [
+        (
+            r#"hub_http_requests_total{method="POST",route="/wallet/debit",status="201"}"#,
+            1.0,
+        ),
+        (
+            r#"hub_http_requests_total{method="POST",route="/wallet/debit",status="502"}"#,
+            1.0,
+        ),
+        (
+            r#"hub_http_requests_total{method="GET",route="/admin/outbox/{event_id}",status="200"}"#,
+            1.0,
+        ),
+        (r#"hub_operator_calls_total{outcome="answered"}"#, 1.0),
+        (r#"hub_operator_calls_total{outcome="unavailable"}"#, 1.0),
+        (r#"hub_webhook_deliveries_total{result="delivered"}"#, 1.0),
+        (r#"hub_outbox_rows{status="DELIVERED"}"#, 1.0),
+        (r#"hub_outbox_rows{status="PENDING"}"#, 0.0),
+        ("hub_wallet_overhead_seconds_count", 2.0),
+    ];
+    for (series, expected) in expectations {
+        assert_eq!(
+            sample(&after, series),
+            Some(expected),
+            "{series} in\n{after}"
+        );
+    }
+    let retries = sample(
+        &after,
+        r#"hub_operator_attempts_total{result="server_error"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(retries >= 2.0, "every failed attempt is counted: {retries}");
+    assert!(sample(&after, r#"hub_db_pool_connections{state="idle"}"#).is_some());
+    assert!(!after.contains(&event_id), "raw paths never become labels");
+}
+
+async fn health_and_readiness_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (path, body) in [
+        ("/health", r#"{"status":"ok"}"#),
+        ("/ready", r#"{"status":"ready"}"#),
+    ] {
+        let response = answer(
+            app.client
+                .get(format!("{}{path}", app.address))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((response.status, response.text.as_str()), (200, body));
+    }
+}
