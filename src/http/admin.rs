@@ -13,17 +13,6 @@ use crate::domain::request::RequestError;
 use crate::outbox::admin::{self, Replayed};
 use crate::store::outbox::{Window, DEAD_LETTER, DELIVERED, PENDING};
 
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/admin/outbox", web::get().to(list))
-        .route(
-            "/admin/outbox/replay-dead-letters",
-            web::post().to(replay_dead_letters),
-        )
-        .route("/admin/outbox/{event_id}", web::get().to(show))
-        .route("/admin/outbox/{event_id}/replay", web::post().to(replay));
-}
-
 /// Compares digests, so the time taken says nothing about how much of the token matched.
 fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let expected = state.admin_token.as_deref().ok_or(ApiError::NotFound)?;
@@ -56,7 +45,7 @@ fn invalid(field: &'static str, message: &str) -> ApiError {
 }
 
 #[derive(Deserialize)]
-struct WindowQuery {
+pub(super) struct WindowQuery {
     status: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -90,7 +79,7 @@ fn window(query: &WindowQuery) -> Result<Window, ApiError> {
     })
 }
 
-async fn list(
+pub(super) async fn list(
     request: HttpRequest,
     query: web::Query<WindowQuery>,
     state: web::Data<AppState>,
@@ -100,7 +89,7 @@ async fn list(
     Ok(HttpResponse::Ok().json(json!({"count": events.len(), "events": events})))
 }
 
-async fn show(
+pub(super) async fn show(
     request: HttpRequest,
     event_id: web::Path<String>,
     state: web::Data<AppState>,
@@ -112,7 +101,7 @@ async fn show(
     Ok(HttpResponse::Ok().json(detail))
 }
 
-async fn replay(
+pub(super) async fn replay(
     request: HttpRequest,
     event_id: web::Path<String>,
     state: web::Data<AppState>,
@@ -126,7 +115,7 @@ async fn replay(
     }
 }
 
-async fn replay_dead_letters(
+pub(super) async fn replay_dead_letters(
     request: HttpRequest,
     query: web::Query<WindowQuery>,
     state: web::Data<AppState>,

@@ -6,9 +6,11 @@ pub mod correlation;
 mod error;
 mod health;
 mod metrics;
+mod openapi;
 mod wallet;
 
-use actix_web::web;
+use actix_web::http::Method;
+use actix_web::{web, Route};
 
 pub use error::ApiError;
 
@@ -33,26 +35,93 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The API's routes; the admin API only when an `ADMIN_TOKEN` is configured.
+/// One route of the API. The table below registers the routes and is what the OpenAPI
+/// document is checked against, so the two cannot drift apart unnoticed.
+struct Endpoint {
+    method: Method,
+    path: &'static str,
+    admin: bool,
+    handler: fn() -> Route,
+}
+
+/// More specific paths first: a resource matches by path before its methods are looked at.
+fn endpoints() -> [Endpoint; 11] {
+    let api = |method, path, handler| Endpoint {
+        method,
+        path,
+        admin: false,
+        handler,
+    };
+    let admin = |method, path, handler| Endpoint {
+        method,
+        path,
+        admin: true,
+        handler,
+    };
+    [
+        api(Method::POST, "/wallet/debit", || {
+            web::post().to(wallet::debit)
+        }),
+        api(Method::POST, "/wallet/credit", || {
+            web::post().to(wallet::credit)
+        }),
+        api(Method::GET, "/health", || web::get().to(health::health)),
+        api(Method::GET, "/ready", || web::get().to(health::ready)),
+        api(Method::GET, "/metrics", || web::get().to(metrics::render)),
+        api(Method::GET, "/openapi.json", || {
+            web::get().to(openapi::document)
+        }),
+        admin(Method::GET, "/admin/outbox", || web::get().to(admin::list)),
+        admin(Method::POST, "/admin/outbox/replay-dead-letters", || {
+            web::post().to(admin::replay_dead_letters)
+        }),
+        admin(Method::GET, "/admin/outbox/{event_id}", || {
+            web::get().to(admin::show)
+        }),
+        admin(Method::POST, "/admin/outbox/{event_id}/replay", || {
+            web::post().to(admin::replay)
+        }),
+        api(Method::GET, "/", || web::get().to(openapi::index)),
+    ]
+}
+
+/// The OpenAPI description served at `/openapi.json`.
+pub fn openapi_document() -> &'static str {
+    openapi::DOCUMENT
+}
+
+/// (method, path) of every route served; the admin API only with an `ADMIN_TOKEN`.
+pub fn route_table(with_admin: bool) -> Vec<(Method, &'static str)> {
+    endpoints()
+        .into_iter()
+        .filter(|e| with_admin || !e.admin)
+        .map(|e| (e.method, e.path))
+        .collect()
+}
+
+/// The API's routes; a known path with another method answers 405, anything else 404.
 pub fn routes(config: &mut web::ServiceConfig, with_admin: bool) {
-    if with_admin {
-        config.configure(admin::routes);
+    let mut resources: Vec<(&str, actix_web::Resource)> = Vec::new();
+    for endpoint in endpoints().into_iter().filter(|e| with_admin || !e.admin) {
+        let position = match resources
+            .iter()
+            .position(|(path, _)| *path == endpoint.path)
+        {
+            Some(position) => position,
+            None => {
+                let resource =
+                    web::resource(endpoint.path).default_service(web::to(method_not_allowed));
+                resources.push((endpoint.path, resource));
+                resources.len() - 1
+            }
+        };
+        let (path, resource) = resources.remove(position);
+        resources.insert(position, (path, resource.route((endpoint.handler)())));
     }
-    config
-        .service(
-            web::resource("/wallet/debit")
-                .post(wallet::debit)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/wallet/credit")
-                .post(wallet::credit)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .route("/health", web::get().to(health::health))
-        .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(metrics::render))
-        .default_service(web::to(not_found));
+    for (_, resource) in resources {
+        config.service(resource);
+    }
+    config.default_service(web::to(not_found));
 }
 
 /// Malformed query strings get the API's own 400 with a code, not actix's plain text.

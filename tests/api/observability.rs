@@ -127,3 +127,64 @@ async fn health_and_readiness_answer(backend: Backend) {
         assert_eq!((response.status, response.text.as_str()), (200, body));
     }
 }
+
+/// Every route the hub serves is in the OpenAPI document and every operation in the
+/// document is served: a new route or a renamed one fails here until the contract follows.
+#[test]
+fn the_openapi_document_describes_exactly_the_served_routes() {
+    let document: serde_json::Value =
+        serde_json::from_str(hub::http::openapi_document()).expect("valid JSON");
+    assert_eq!(document["openapi"], "3.0.3");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    let mut served: Vec<(String, String)> = hub::http::route_table(true)
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_owned()))
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+}
+
+#[tokio::test]
+async fn the_document_is_served_and_documented_routes_exist() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let served: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served.to_string(),
+        serde_json::from_str::<serde_json::Value>(hub::http::openapi_document())
+            .unwrap()
+            .to_string()
+    );
+    for (method, path) in hub::http::route_table(true) {
+        let url = format!(
+            "{}{}",
+            app.address,
+            path.replace("{event_id}", "no-such-event")
+        );
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method.clone(), url)
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert!(
+            body["code"] != "NOT_FOUND" && body["code"] != "METHOD_NOT_ALLOWED",
+            "{method} {path} is documented but not routed"
+        );
+    }
+}
