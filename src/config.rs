@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::domain::money::Currency;
 use crate::operator::BreakerConfig;
+use crate::wallet::completer::RecoveryConfig;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -43,6 +44,11 @@ pub struct OperatorConfig {
     pub base_url: String,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
+    /// Calls per minute all replicas together may make; 0: no limit.
+    pub requests_per_minute: u32,
+    /// Shares the governor between replicas; `None` keeps it in process.
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
 }
 
 /// Delivery of the outbox to the RGS.
@@ -104,6 +110,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    pub recovery: RecoveryConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -238,6 +245,23 @@ impl Config {
             )?,
             webhooks: webhook_config(env, defaults)?,
             admin_token: admin_token(env)?,
+            recovery: RecoveryConfig {
+                abandoned_after: Duration::from_secs(positive(
+                    env.parse("COMPLETER_AFTER_SECONDS", 60, "a whole number of seconds")?,
+                    "COMPLETER_AFTER_SECONDS",
+                )?),
+                every: env.millis("COMPLETER_INTERVAL_MS", 5_000)?,
+                key_retention: Duration::from_secs(
+                    3600 * positive(
+                        env.parse(
+                            "IDEMPOTENCY_KEY_RETENTION_HOURS",
+                            24,
+                            "a whole number of hours",
+                        )?,
+                        "IDEMPOTENCY_KEY_RETENTION_HOURS",
+                    )?,
+                ),
+            },
         })
     }
 }
@@ -287,7 +311,27 @@ impl OperatorConfig {
             )?,
             retry: retry_config(env)?,
             breaker: breaker_config(env)?,
+            requests_per_minute: env.parse(
+                "OPERATOR_RATE_LIMIT_RPM",
+                0,
+                "a whole number of calls per minute",
+            )?,
+            redis_url: redis_url(env.get("REDIS_URL"))?,
+            redis_key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or("hub:").to_owned(),
         })
+    }
+}
+
+fn redis_url(text: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match text {
+        None => Ok(None),
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(Some(url.to_owned()))
+        }
+        Some(url) => Err(ConfigError(format!(
+            "REDIS_URL must start with redis://, got {:?}",
+            redact_url(url)
+        ))),
     }
 }
 

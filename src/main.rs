@@ -185,9 +185,12 @@ async fn reconcile(env: &Env, args: &ReconcileArgs) -> Result<bool, String> {
     let operator_config = OperatorConfig::from_env(env).map_err(|e| e.to_string())?;
     let database = DatabaseConfig::from_env(env).map_err(|e| e.to_string())?;
     let store = connect(database).await?;
-    // A one-shot command exposes no metrics; the client still counts into its own registry.
+    // A one-shot command exposes no metrics, and the listing is not paced by the governor.
     let metrics = std::sync::Arc::new(hub::metrics::Metrics::new());
-    let operator = OperatorClient::new(&operator_config, metrics).map_err(|e| e.to_string())?;
+    let governor =
+        hub::operator::Governor::new(0, None, "", metrics.clone()).map_err(|e| e.to_string())?;
+    let operator =
+        OperatorClient::new(&operator_config, metrics, governor).map_err(|e| e.to_string())?;
     hub::cli::reconcile::run(&options, &store, &operator).await
 }
 

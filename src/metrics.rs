@@ -26,6 +26,7 @@ pub struct Metrics {
     pub outbox_rows: IntGaugeVec,
     pub outbox_oldest_due_age: Gauge,
     pub db_connections: IntGaugeVec,
+    pub governor_redis_up: IntGauge,
 }
 
 fn histogram(name: &str, help: &str) -> HistogramOpts {
@@ -96,6 +97,11 @@ impl Metrics {
                 &["state"],
             )
             .expect("valid metric"),
+            governor_redis_up: IntGauge::new(
+                "hub_governor_redis_up",
+                "1 while the operator governor is shared through Redis, 0 while it runs in process",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register();
@@ -103,7 +109,8 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+            Box::new(self.governor_redis_up.clone()),
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.wallet_overhead.clone()),

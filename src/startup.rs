@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::operator::{CircuitBreaker, OperatorClient};
+use crate::operator::{CircuitBreaker, Governor, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
 use crate::signature::Verifier;
 use crate::store::{Store, StoreError};
+use crate::wallet::completer::RecoveryConfig;
 use crate::wallet::{WalletParts, WalletService};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum StartupError {
     },
     #[error("cannot build an HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("REDIS_URL is not usable: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// The hub, bound and ready to run.
@@ -43,6 +46,8 @@ pub struct Application {
     listen_url: Option<String>,
     retention: Duration,
     drain: bool,
+    wallet: WalletService,
+    recovery: RecoveryConfig,
 }
 
 impl Application {
@@ -60,16 +65,24 @@ impl Application {
         let addr = listener.local_addr().map_err(listen_error)?;
         let outbox_wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new());
-        let operator = OperatorClient::new(&config.operator, metrics.clone())?;
+        let governor = Governor::new(
+            config.operator.requests_per_minute,
+            config.operator.redis_url.as_deref(),
+            &config.operator.redis_key_prefix,
+            metrics.clone(),
+        )?;
+        let operator = OperatorClient::new(&config.operator, metrics.clone(), governor.clone())?;
         let breaker = CircuitBreaker::new(config.operator.breaker.clone());
         let wallet_parts = WalletParts {
             breaker: breaker.clone(),
+            governor,
             operator_deadline: config.operator.retry.deadline,
             outbox_wake: outbox_wake.clone(),
             metrics: metrics.clone(),
         };
+        let wallet = WalletService::new(store.clone(), operator, wallet_parts);
         let state = web::Data::new(AppState {
-            wallet: WalletService::new(store.clone(), operator, wallet_parts),
+            wallet: wallet.clone(),
             breaker,
             metrics: metrics.clone(),
             verifier: Verifier::new(config.hmac_secrets.clone(), config.signature_tolerance),
@@ -108,6 +121,8 @@ impl Application {
             listen_url,
             retention: config.webhooks.retention,
             drain: config.webhooks.drain,
+            wallet,
+            recovery: config.recovery.clone(),
         })
     }
 
@@ -130,7 +145,10 @@ impl Application {
     pub async fn run_until_cancelled(self, cancel: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let mut background = Vec::new();
+        let mut background = vec![tokio::spawn(
+            self.wallet
+                .recover_until_cancelled(self.recovery, cancel.clone()),
+        )];
         if self.drain {
             background.push(tokio::spawn(
                 self.drainer.run_until_cancelled(cancel.clone()),

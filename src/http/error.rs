@@ -85,6 +85,7 @@ impl ApiError {
             ApiError::Wallet(
                 WalletError::OperatorUnavailable { .. } | WalletError::CircuitOpen { .. },
             ) => "OPERATOR_UNAVAILABLE",
+            ApiError::Wallet(WalletError::RateLimited { .. }) => "OPERATOR_RATE_LIMITED",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::EventNotFound => "EVENT_NOT_FOUND",
             ApiError::NotFound => "NOT_FOUND",
@@ -136,7 +137,9 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => StatusCode::BAD_GATEWAY,
-            ApiError::Wallet(WalletError::CircuitOpen { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Wallet(WalletError::CircuitOpen { .. } | WalletError::RateLimited { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::EventNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Wallet(WalletError::Store(_) | WalletError::Invariant(_))
@@ -160,7 +163,9 @@ impl ResponseError for ApiError {
             }) => {
                 response.insert_header((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
             }
-            ApiError::Wallet(WalletError::CircuitOpen { retry_after }) => {
+            ApiError::Wallet(
+                WalletError::CircuitOpen { retry_after } | WalletError::RateLimited { retry_after },
+            ) => {
                 response.insert_header((
                     header::RETRY_AFTER,
                     retry_after.as_secs().max(1).to_string(),

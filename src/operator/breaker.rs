@@ -64,9 +64,10 @@ pub struct Permit {
 }
 
 impl Permit {
-    pub fn record(mut self, succeeded: bool) {
+    /// Records the call's outcome; `Some(open_for)` if this opened the circuit.
+    pub fn record(mut self, succeeded: bool) -> Option<Duration> {
         self.recorded = true;
-        self.breaker.record(self.probe, succeeded);
+        self.breaker.record(self.probe, succeeded)
     }
 }
 
@@ -123,24 +124,26 @@ impl CircuitBreaker {
         })
     }
 
-    fn record(&self, probe: bool, succeeded: bool) {
+    /// `Some(open_for)` when this outcome opened the circuit.
+    fn record(&self, probe: bool, succeeded: bool) -> Option<Duration> {
         let mut inner = self.lock();
         let now = Instant::now();
+        let open_for = self.config.open_for;
         if probe {
             inner.outcomes.clear();
-            inner.mode = if succeeded {
+            if succeeded {
                 tracing::info!("operator circuit closed: the probe succeeded");
-                Mode::Closed
-            } else {
-                tracing::warn!("operator circuit open again: the probe failed");
-                Mode::Open {
-                    until: now + self.config.open_for,
-                }
+                inner.mode = Mode::Closed;
+                return None;
+            }
+            tracing::warn!("operator circuit open again: the probe failed");
+            inner.mode = Mode::Open {
+                until: now + open_for,
             };
-            return;
+            return Some(open_for);
         }
         if !matches!(inner.mode, Mode::Closed) {
-            return;
+            return None;
         }
         inner.outcomes.push_back((now, succeeded));
         while inner
@@ -152,20 +155,22 @@ impl CircuitBreaker {
         }
         let calls = inner.outcomes.len();
         let failures = inner.outcomes.iter().filter(|(_, ok)| !ok).count();
-        if calls >= self.config.min_calls as usize
-            && failures as f64 >= self.config.failure_ratio * calls as f64
-        {
-            tracing::warn!(
-                calls,
-                failures,
-                open_for_s = self.config.open_for.as_secs(),
-                "operator circuit open"
-            );
-            inner.outcomes.clear();
-            inner.mode = Mode::Open {
-                until: now + self.config.open_for,
-            };
+        let tripped = calls >= self.config.min_calls as usize
+            && failures as f64 >= self.config.failure_ratio * calls as f64;
+        if !tripped {
+            return None;
         }
+        tracing::warn!(
+            calls,
+            failures,
+            open_for_s = open_for.as_secs(),
+            "operator circuit open"
+        );
+        inner.outcomes.clear();
+        inner.mode = Mode::Open {
+            until: now + open_for,
+        };
+        Some(open_for)
     }
 
     pub fn state(&self) -> BreakerState {

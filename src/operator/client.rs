@@ -17,6 +17,7 @@ use tokio_util::bytes::Bytes;
 
 use chrono::SecondsFormat;
 
+use super::governor::{Governor, Refusal};
 use super::listing::{self, ListQuery, Page};
 use super::{response, retry_after, Decision, DeclineReason, OperatorCall, OperatorError};
 use crate::config::{OperatorConfig, RetryConfig};
@@ -29,6 +30,15 @@ pub struct OperatorClient {
     base_url: String,
     retry: RetryConfig,
     metrics: Arc<Metrics>,
+    governor: Arc<Governor>,
+}
+
+/// Whether calls wait for the governor's slots (wallet calls) or not (the listing, which the
+/// operator's wallet rate limit does not cover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    Governed { first_slot_taken: bool },
+    Free,
 }
 
 #[derive(Serialize)]
@@ -55,7 +65,11 @@ enum Attempt<T> {
 }
 
 impl OperatorClient {
-    pub fn new(config: &OperatorConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: &OperatorConfig,
+        metrics: Arc<Metrics>,
+        governor: Arc<Governor>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -65,15 +79,22 @@ impl OperatorClient {
             base_url: config.base_url.clone(),
             retry: config.retry.clone(),
             metrics,
+            governor,
         })
     }
 
-    /// Sends `call` until the operator decides or the deadline passes.
+    /// Sends `call` until the operator decides or the deadline passes, each attempt in a slot
+    /// of the governor (`first_slot_taken`: the caller already waited for the first one).
     #[tracing::instrument(skip_all, fields(transaction_id = %call.transaction_id))]
-    pub async fn execute(&self, call: &OperatorCall) -> Result<Decision, OperatorError> {
+    pub async fn execute(
+        &self,
+        call: &OperatorCall,
+        first_slot_taken: bool,
+    ) -> Result<Decision, OperatorError> {
         let url = self.url(call);
         let body = wallet_body(call);
-        self.with_retries(|timeout| self.attempt(&url, &body, call, timeout))
+        let pacing = Pacing::Governed { first_slot_taken };
+        self.with_retries(pacing, |timeout| self.attempt(&url, &body, call, timeout))
             .await
     }
 
@@ -98,18 +119,20 @@ impl OperatorClient {
         if let Some(cursor) = &query.cursor {
             url.query_pairs_mut().append_pair("cursor", cursor);
         }
-        self.with_retries(|timeout| self.fetch_page(url.clone(), timeout))
-            .await
+        self.with_retries(Pacing::Free, |timeout| {
+            self.fetch_page(url.clone(), timeout)
+        })
+        .await
     }
 
     /// Runs `attempt` until it decides, or until the deadline would pass before the next try.
-    async fn with_retries<T, F, Fut>(&self, attempt: F) -> Result<T, OperatorError>
+    async fn with_retries<T, F, Fut>(&self, pacing: Pacing, attempt: F) -> Result<T, OperatorError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
     {
         let started = Instant::now();
-        let result = self.retry_until_deadline(attempt).await;
+        let result = self.retry_until_deadline(pacing, attempt).await;
         let outcome = match &result {
             Ok(_) => "answered",
             Err(OperatorError::Refused(_)) => "refused",
@@ -125,7 +148,11 @@ impl OperatorClient {
         result
     }
 
-    async fn retry_until_deadline<T, F, Fut>(&self, mut attempt: F) -> Result<T, OperatorError>
+    async fn retry_until_deadline<T, F, Fut>(
+        &self,
+        pacing: Pacing,
+        mut attempt: F,
+    ) -> Result<T, OperatorError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
@@ -135,6 +162,23 @@ impl OperatorClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let governed = match pacing {
+                Pacing::Governed { first_slot_taken } => !(first_slot_taken && attempts == 1),
+                Pacing::Free => false,
+            };
+            if governed {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if let Err(refusal) = self.governor.acquire(remaining).await {
+                    let (Refusal::RateLimited(wait) | Refusal::CircuitOpen(wait)) = refusal;
+                    let last_failure =
+                        format!("no slot to call the operator within the deadline ({refusal:?})");
+                    return Err(OperatorError::Unavailable {
+                        attempts,
+                        last_failure,
+                        retry_after: Some(wait),
+                    });
+                }
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempted = attempt(remaining.min(self.retry.attempt_timeout)).await;
             let kind = match &attempted {

@@ -2,6 +2,7 @@
 
 pub mod breaker;
 mod client;
+pub mod governor;
 pub mod listing;
 mod response;
 pub mod retry_after;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use client::OperatorClient;
+pub use governor::{Governor, Refusal};
 
 use crate::domain::{Currency, TransactionKind};
 

@@ -103,3 +103,20 @@ pub fn release(
     );
     with_conn!(conn, |c| diesel::update(held).set(released).execute(c)).map(|n| n == 1)
 }
+
+/// Deletes up to `limit` completed keys last touched before `before`; returns how many.
+/// A key in progress is never deleted: its transaction still waits for a decision.
+pub fn reap(conn: &mut DbConnection, before: NaiveDateTime, limit: i64) -> QueryResult<usize> {
+    let old = keys::table
+        .filter(keys::state.eq(COMPLETED))
+        .filter(keys::updated_at.lt(before))
+        .order(keys::updated_at.asc())
+        .limit(limit)
+        .select(keys::idempotency_key);
+    let doomed: Vec<String> = with_conn!(conn, |c| old.load(c))?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let target = keys::table.filter(keys::idempotency_key.eq_any(&doomed));
+    with_conn!(conn, |c| diesel::delete(target).execute(c))
+}

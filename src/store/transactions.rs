@@ -100,3 +100,24 @@ pub fn page_by_id(
         .select(TransactionRow::as_select())
         .load(c))
 }
+
+/// Transactions still `PENDING` since before `older_than` whose Idempotency-Key nobody holds:
+/// their client gave up or their replica died. With the key each belongs to.
+pub fn abandoned(
+    conn: &mut DbConnection,
+    older_than: NaiveDateTime,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(TransactionRow, String)>> {
+    use super::schema::idempotency_keys as keys;
+    with_conn!(conn, |c| transactions::table
+        .inner_join(keys::table.on(keys::transaction_id.eq(transactions::id)))
+        .filter(transactions::status.eq(PENDING))
+        .filter(transactions::created_at.lt(older_than))
+        .filter(keys::state.eq(super::idempotency_keys::IN_PROGRESS))
+        .filter(keys::locked_until.is_null().or(keys::locked_until.le(now)))
+        .order(transactions::created_at.asc())
+        .limit(limit)
+        .select((TransactionRow::as_select(), keys::idempotency_key))
+        .load(c))
+}

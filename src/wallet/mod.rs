@@ -4,6 +4,7 @@
 //! open; what it decides is written in one database transaction together with the outbox
 //! row and the stored answer (see [`phases`]).
 
+pub mod completer;
 mod event;
 mod phases;
 pub mod receipt;
@@ -16,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
 use crate::metrics::Metrics;
-use crate::operator::{CircuitBreaker, OperatorCall, OperatorClient};
+use crate::operator::{CircuitBreaker, Governor, OperatorCall, OperatorClient, Refusal};
 use crate::store::{Store, StoreError};
 use phases::{Claimed, Lease};
 pub use receipt::Receipt;
@@ -33,6 +34,8 @@ pub enum WalletError {
     OperatorUnavailable { retry_after: Option<Duration> },
     #[error("the operator is failing; calls are paused (nothing was recorded), retry later")]
     CircuitOpen { retry_after: Duration },
+    #[error("the operator's rate limit leaves no room within the deadline (nothing was recorded), retry later")]
+    RateLimited { retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("invariant broken: {0}")]
@@ -63,12 +66,15 @@ pub struct WalletService {
     /// Wakes this process's outbox drainer once a webhook is committed.
     outbox_wake: Arc<Notify>,
     breaker: Arc<CircuitBreaker>,
+    governor: Arc<Governor>,
+    operator_deadline: Duration,
     metrics: Arc<Metrics>,
 }
 
 /// What the wallet flow needs besides its store and operator client.
 pub struct WalletParts {
     pub breaker: Arc<CircuitBreaker>,
+    pub governor: Arc<Governor>,
     pub operator_deadline: Duration,
     pub outbox_wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -89,6 +95,8 @@ impl WalletService {
             lease: parts.operator_deadline + LEASE_MARGIN,
             outbox_wake: parts.outbox_wake,
             breaker: parts.breaker,
+            governor: parts.governor,
+            operator_deadline: parts.operator_deadline,
             metrics: parts.metrics,
         }
     }
@@ -108,23 +116,38 @@ impl WalletService {
         command: WalletCommand,
         operator_time: &mut Duration,
     ) -> Result<Receipt, WalletError> {
+        // While the circuit is open, or no slot to call the operator comes in time, the key is
+        // still answered from the database, but no new transaction is recorded: the client's
+        // retry later starts cleanly.
+        let permit = self.breaker.admit().map_err(Refusal::CircuitOpen);
+        let slot = match &permit {
+            Ok(_) if !self.key_exists(&command.key).await? => {
+                self.governor.acquire(self.operator_deadline).await
+            }
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(*refusal),
+        };
+        if let Err(Refusal::RateLimited(retry_after)) = slot {
+            return Err(WalletError::RateLimited { retry_after });
+        }
+        let first_slot_taken = slot.is_ok() && permit.is_ok();
         let lease_until = now() + self.lease;
-        // While the circuit is open the key is still answered from the database, but no new
-        // transaction is recorded: the client's retry later starts cleanly.
-        let permit = self.breaker.admit();
-        let may_call_operator = permit.is_ok();
         let claim_command = command.clone();
         let claimed = self
             .store
-            .run(move |conn| {
-                phases::claim(conn, &claim_command, now(), lease_until, may_call_operator)
-            })
+            .run(move |conn| phases::claim(conn, &claim_command, now(), lease_until, slot.is_ok()))
             .await?;
-        let (pending, lease, permit) = match (claimed, permit) {
-            (Claimed::Replay(receipt), _) => return Ok(receipt),
-            (Claimed::Owned { transaction, lease }, Ok(permit)) => (transaction, lease, permit),
-            (_, Err(retry_after)) => return Err(WalletError::CircuitOpen { retry_after }),
-            (Claimed::Refused, Ok(_)) => {
+        let (pending, lease, permit) = match (claimed, permit, slot) {
+            (Claimed::Replay(receipt), _, _) => return Ok(receipt),
+            (Claimed::Owned { transaction, lease }, Ok(permit), Ok(())) => {
+                (transaction, lease, permit)
+            }
+            (_, Err(refusal), _) | (_, _, Err(refusal)) => {
+                let (Refusal::CircuitOpen(retry_after) | Refusal::RateLimited(retry_after)) =
+                    refusal;
+                return Err(WalletError::CircuitOpen { retry_after });
+            }
+            (Claimed::Refused, Ok(_), Ok(())) => {
                 return Err(WalletError::Invariant(
                     "a claim refused although the operator may be called".into(),
                 ))
@@ -132,9 +155,11 @@ impl WalletService {
         };
         let call = operator_call(&pending, &command.correlation_id)?;
         let calling = std::time::Instant::now();
-        let answered = self.operator.execute(&call).await;
+        let answered = self.operator.execute(&call, first_slot_taken).await;
         *operator_time = calling.elapsed();
-        permit.record(answered.is_ok());
+        if let Some(open_for) = permit.record(answered.is_ok()) {
+            self.governor.open_circuit(open_for).await;
+        }
         match answered {
             Ok(decision) => {
                 let key = command.key.as_str().to_owned();
@@ -181,6 +206,14 @@ impl WalletService {
             .run(move |conn| phases::stored_answer(conn, &key))
             .await?;
         stored.ok_or(WalletError::InProgress)
+    }
+
+    /// Whether the key is known already (a replay, a conflict or a resumption needs no new slot).
+    async fn key_exists(&self, key: &IdempotencyKey) -> Result<bool, WalletError> {
+        let key = key.as_str().to_owned();
+        self.store
+            .run(move |conn| phases::key_exists(conn, &key))
+            .await
     }
 
     /// Lets the client's retry resume at once instead of waiting for the lease to lapse.

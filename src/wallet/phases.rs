@@ -260,3 +260,7 @@ pub fn release(
     idempotency_keys::release(conn, key, &lease.token, now)?;
     Ok(())
 }
+
+pub fn key_exists(conn: &mut DbConnection, key: &str) -> Result<bool, WalletError> {
+    Ok(idempotency_keys::find(conn, key)?.is_some())
+}

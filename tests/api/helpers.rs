@@ -56,6 +56,9 @@ pub struct Options {
     pub operator_rpm: u32,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
+    /// The hub's own limit on operator calls per minute (0: none).
+    pub governor_rpm: u32,
+    pub redis_url: Option<String>,
     pub secrets: Vec<String>,
     pub body_limit_bytes: usize,
     pub webhook_schedule: Vec<Duration>,
@@ -64,6 +67,8 @@ pub struct Options {
     pub webhook_batch_size: usize,
     pub drain: bool,
     pub admin_token: Option<String>,
+    /// How old a PENDING transaction must be before the completer resolves it.
+    pub completer_after: Duration,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -84,6 +89,8 @@ impl Default for Options {
                 window: Duration::from_secs(30),
                 open_for: Duration::from_secs(15),
             },
+            governor_rpm: 0,
+            redis_url: None,
             secrets: vec![SECRET.to_owned()],
             body_limit_bytes: 64 * 1024,
             webhook_schedule: [50, 100, 200].map(Duration::from_millis).to_vec(),
@@ -92,6 +99,7 @@ impl Default for Options {
             webhook_batch_size: 50,
             drain: true,
             admin_token: Some(ADMIN_TOKEN.to_owned()),
+            completer_after: Duration::from_secs(3600),
         }
     }
 }
@@ -165,6 +173,9 @@ pub fn config_for(
         base_url: operator_base_url,
         retry: options.retry.clone(),
         breaker: options.breaker.clone(),
+        requests_per_minute: options.governor_rpm,
+        redis_url: options.redis_url.clone(),
+        redis_key_prefix: format!("hub-test-{}:", Uuid::new_v4().simple()),
     };
     config.body_limit_bytes = options.body_limit_bytes;
     config.workers = 2;
@@ -177,6 +188,8 @@ pub fn config_for(
     config.webhooks.poll_interval = Duration::from_millis(100);
     config.webhooks.attempt_timeout = Duration::from_secs(2);
     config.admin_token = options.admin_token.clone();
+    config.recovery.abandoned_after = options.completer_after;
+    config.recovery.every = Duration::from_millis(100);
     config
 }
 

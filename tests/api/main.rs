@@ -9,6 +9,7 @@ mod integration_docs;
 mod observability;
 mod operator_faults;
 mod reconcile;
+mod recovery;
 mod runbook;
 mod wallet_contract;
 mod webhooks;
