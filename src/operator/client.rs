@@ -199,6 +199,10 @@ impl OperatorClient {
                     ..
                 } => (failure, retry_after),
             };
+            if let (Some(pause), Pacing::Governed { .. }) = (retry_after, pacing) {
+                // Every replica waits for this one, not just this call.
+                self.governor.pause(pause).await;
+            }
             let wait = retry_after
                 .or_else(|| intervals.next_backoff())
                 .unwrap_or(Duration::ZERO);

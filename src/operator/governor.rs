@@ -254,6 +254,12 @@ impl Governor {
     }
 
     fn mark(&self, shared: &Shared, up: bool) {
+        if !up {
+            // Start from a fresh connection when Redis answers again.
+            if let Ok(mut slot) = shared.connection.try_lock() {
+                *slot = None;
+            }
+        }
         let was_down = shared.down.swap(!up, Ordering::SeqCst);
         *shared
             .last_failure

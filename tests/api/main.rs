@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod governor;
+
 mod authentication;
 mod bad_input;
 mod concurrency;
@@ -10,6 +12,7 @@ mod observability;
 mod operator_faults;
 mod reconcile;
 mod recovery;
+mod replicas;
 mod runbook;
 mod wallet_contract;
 mod webhooks;
