@@ -116,6 +116,11 @@ impl Governor {
         }))
     }
 
+    /// Whether calls can be made to wait: a rate limit, or replicas that may pause each other.
+    pub fn paces(&self) -> bool {
+        self.interval.is_some() || self.shared.is_some()
+    }
+
     /// Waits for this hub's turn to call the operator, at most `max_wait`.
     pub async fn acquire(&self, max_wait: Duration) -> Result<(), Refusal> {
         let reserved = match self.shared_acquire(max_wait).await {

@@ -120,17 +120,21 @@ impl WalletService {
         // still answered from the database, but no new transaction is recorded: the client's
         // retry later starts cleanly.
         let permit = self.breaker.admit().map_err(Refusal::CircuitOpen);
-        let slot = match &permit {
-            Ok(_) if !self.key_exists(&command.key).await? => {
-                self.governor.acquire(self.operator_deadline).await
+        // A new key reserves its first operator slot before anything is recorded. A known key
+        // (replay, conflict, resumption) does not queue for one here: a resumption gets its
+        // slot in the operator client like any retry. Only a pacing governor can make a
+        // request wait, so only then is it worth looking the key up first.
+        let (slot, first_slot_taken) = match &permit {
+            Ok(_) if !self.governor.paces() || !self.key_exists(&command.key).await? => {
+                let slot = self.governor.acquire(self.operator_deadline).await;
+                (slot, slot.is_ok())
             }
-            Ok(_) => Ok(()),
-            Err(refusal) => Err(*refusal),
+            Ok(_) => (Ok(()), false),
+            Err(refusal) => (Err(*refusal), false),
         };
         if let Err(Refusal::RateLimited(retry_after)) = slot {
             return Err(WalletError::RateLimited { retry_after });
         }
-        let first_slot_taken = slot.is_ok() && permit.is_ok();
         let lease_until = now() + self.lease;
         let claim_command = command.clone();
         let claimed = self
