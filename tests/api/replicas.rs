@@ -267,3 +267,35 @@ async fn a_replica_killed_while_draining_loses_no_webhook() {
         "at most the killed replica's in-flight deliveries repeat"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(all(postgres_tests, redis_tests)),
+    ignore = "set TEST_DATABASE_URL and TEST_REDIS_URL to run the replica tests"
+)]
+async fn a_circuit_opened_by_one_replica_protects_the_others() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let prefix = prefix();
+    let settings = [
+        ("OPERATOR_BREAKER_MIN_CALLS", "2"),
+        ("OPERATOR_BREAKER_OPEN_MS", "60000"),
+        ("OPERATOR_DEADLINE_MS", "300"),
+    ];
+    let discoverer = spawn_replica(&app, &prefix, &settings);
+    let other = spawn_replica(&app, &prefix, &settings);
+    app.operator.inject_fault(FaultKind::ServerError, 100_000);
+    for _ in 0..2 {
+        assert_eq!(debit_at(&app, &discoverer.address).await.status, 502);
+    }
+    let calls_before = app.operator.calls().len();
+
+    let protected = debit_at(&app, &other.address).await;
+
+    assert_eq!(protected.status, 503, "{}", protected.text);
+    assert_eq!(protected.json["code"], "OPERATOR_UNAVAILABLE");
+    assert_eq!(
+        app.operator.calls().len(),
+        calls_before,
+        "the other replica left the operator alone"
+    );
+}
