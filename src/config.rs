@@ -251,6 +251,7 @@ impl Config {
                     "COMPLETER_AFTER_SECONDS",
                 )?),
                 every: env.millis("COMPLETER_INTERVAL_MS", 5_000)?,
+                lease_margin: env.millis("IDEMPOTENCY_LEASE_MARGIN_MS", 15_000)?,
                 key_retention: Duration::from_secs(
                     3600 * positive(
                         env.parse(

@@ -77,6 +77,7 @@ impl Application {
             breaker: breaker.clone(),
             governor,
             operator_deadline: config.operator.retry.deadline,
+            lease_margin: config.recovery.lease_margin,
             outbox_wake: outbox_wake.clone(),
             metrics: metrics.clone(),
         };

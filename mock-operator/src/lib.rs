@@ -13,7 +13,9 @@ use std::sync::Arc;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-pub use state::{Books, CallRecord, Drift, FaultKind, Operation, SharedBooks, TransactionRecord};
+pub use state::{
+    Books, CallRecord, Drift, FaultKind, Flapping, Operation, SharedBooks, TransactionRecord,
+};
 
 #[derive(Debug, Clone)]
 pub struct MockOperatorConfig {
@@ -108,6 +110,11 @@ impl MockOperator {
                 .transactions
                 .insert(record.transaction_id.clone(), record);
         }
+    }
+
+    /// Makes every following call fail at random with the given odds; `None` stops it.
+    pub fn flap(&self, flapping: Option<Flapping>) {
+        self.books.lock().flap(flapping);
     }
 
     pub fn inject_fault(&self, kind: FaultKind, count: u32) {

@@ -86,6 +86,18 @@ impl TransactionRecord {
     }
 }
 
+/// Random misbehaviour: each call independently fails with these odds (per thousand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flapping {
+    pub server_error_per_mille: u32,
+    pub rate_limited_per_mille: u32,
+    /// The call is applied, then answered after `late_by`.
+    pub late_per_mille: u32,
+    pub late_by: Duration,
+    pub retry_after_seconds: u64,
+    pub seed: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     ServerError,
@@ -124,6 +136,7 @@ pub struct Books {
     pub charges: HashMap<String, u32>,
     pub calls: Vec<CallRecord>,
     fault: Option<(FaultKind, u32)>,
+    flapping: Option<(Flapping, u64)>,
     accepted: VecDeque<Instant>,
 }
 
@@ -153,6 +166,7 @@ impl Books {
             charges: HashMap::new(),
             calls: Vec::new(),
             fault: None,
+            flapping: None,
             accepted: VecDeque::new(),
         }
     }
@@ -161,8 +175,42 @@ impl Books {
         self.fault = (count > 0).then_some((kind, count));
     }
 
-    /// Takes one injected fault, if any remain.
+    pub fn flap(&mut self, flapping: Option<Flapping>) {
+        self.flapping = flapping.map(|f| (f, f.seed.max(1)));
+    }
+
+    /// A fault drawn by the flapping odds (xorshift, so a seed replays the same run).
+    fn roll_flapping(&mut self) -> Option<FaultKind> {
+        let (odds, state) = self.flapping.as_mut()?;
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let roll = (*state % 1000) as u32;
+        let (error, limited, late) = (
+            odds.server_error_per_mille,
+            odds.rate_limited_per_mille,
+            odds.late_per_mille,
+        );
+        if roll < error {
+            Some(FaultKind::ServerError)
+        } else if roll < error + limited {
+            Some(FaultKind::RateLimited {
+                retry_after_seconds: odds.retry_after_seconds,
+            })
+        } else if roll < error + limited + late {
+            Some(FaultKind::Timeout {
+                delay: odds.late_by,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Takes one injected fault, if any remain, else rolls the flapping odds.
     pub fn next_fault(&mut self) -> Option<FaultKind> {
+        if self.fault.is_none() {
+            return self.roll_flapping();
+        }
         let (kind, remaining) = self.fault.as_mut()?;
         let kind = *kind;
         *remaining -= 1;

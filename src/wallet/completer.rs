@@ -26,6 +26,8 @@ pub struct RecoveryConfig {
     pub every: Duration,
     /// Completed idempotency keys older than this are deleted (their refId still guards).
     pub key_retention: Duration,
+    /// See [`super::WalletParts::lease_margin`].
+    pub lease_margin: Duration,
 }
 
 impl WalletService {

@@ -76,12 +76,12 @@ pub struct WalletParts {
     pub breaker: Arc<CircuitBreaker>,
     pub governor: Arc<Governor>,
     pub operator_deadline: Duration,
+    /// Added to the deadline for a key's lease: how long after a crash a retry (or the
+    /// completer) may take the key over.
+    pub lease_margin: Duration,
     pub outbox_wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
-
-/// Margin on top of the operator deadline before another request may take a key over.
-const LEASE_MARGIN: Duration = Duration::from_secs(15);
 
 fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
@@ -92,7 +92,7 @@ impl WalletService {
         Self {
             store,
             operator,
-            lease: parts.operator_deadline + LEASE_MARGIN,
+            lease: parts.operator_deadline + parts.lease_margin,
             outbox_wake: parts.outbox_wake,
             breaker: parts.breaker,
             governor: parts.governor,

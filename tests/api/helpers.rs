@@ -530,3 +530,59 @@ impl TestApp {
             .expect("run the hub binary")
     }
 }
+
+/// A `hub serve` process on the test's database, operator and RGS; SIGKILLed when dropped.
+pub struct HubProcess {
+    child: std::process::Child,
+    pub address: String,
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hub serve` on port 0 (its address read from its "hub listening" log line).
+pub fn spawn_hub_process(app: &TestApp, env: &[(&str, &str)]) -> HubProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let database_url = match &app.database_url {
+        DatabaseUrl::Postgres(url) => url.clone(),
+        DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .arg("serve")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("DATABASE_URL", database_url)
+        .env("OPERATOR_BASE_URL", app.operator.base_url())
+        .env("RGS_WEBHOOK_URL", app.rgs.webhook_url())
+        .env("HMAC_SECRETS", SECRET)
+        .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("WEBHOOK_RETRY_SCHEDULE", "100ms,200ms,400ms")
+        .env("WEBHOOK_POLL_INTERVAL_MS", "100")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hub serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("hub serve exited before listening")
+            .unwrap();
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if entry["fields"]["message"] == "hub listening" {
+            break format!("http://{}", entry["fields"]["addr"].as_str().unwrap());
+        }
+    };
+    // Keep reading so that the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    HubProcess { child, address }
+}

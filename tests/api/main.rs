@@ -7,6 +7,7 @@ mod governor;
 mod authentication;
 mod bad_input;
 mod concurrency;
+mod faults;
 mod integration_docs;
 mod observability;
 mod operator_faults;

@@ -2,8 +2,6 @@
 //! balancer: a shared rate limit, a shared Retry-After pause, and a replica killed with
 //! SIGKILL while it drains.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -12,69 +10,21 @@ use mock_rgs::Fault;
 use uuid::Uuid;
 
 use crate::helpers::{
-    answer, eventually, new_key, post_signed, wallet_body, Backend, Options, TestApp, SECRET,
-    WEBHOOK_SECRET,
+    answer, eventually, new_key, post_signed, spawn_hub_process, wallet_body, Backend, HubProcess,
+    Options, TestApp,
 };
-use hub::config::DatabaseUrl;
-
-/// A `hub serve` process; killed with SIGKILL when dropped.
-struct Replica {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL")
         .expect("the replica tests need TEST_REDIS_URL, e.g. redis://127.0.0.1:6379")
 }
 
-/// Starts `hub serve` on port 0 against the app's database, operator and RGS.
-fn spawn_replica(app: &TestApp, prefix: &str, extra: &[(&str, &str)]) -> Replica {
-    let DatabaseUrl::Postgres(database_url) = &app.database_url else {
-        panic!("replicas share Postgres");
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
-        .arg("serve")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("DATABASE_URL", database_url)
-        .env("OPERATOR_BASE_URL", app.operator.base_url())
-        .env("RGS_WEBHOOK_URL", app.rgs.webhook_url())
-        .env("HMAC_SECRETS", SECRET)
-        .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("REDIS_URL", redis_url())
-        .env("REDIS_KEY_PREFIX", prefix)
-        .env("WEBHOOK_RETRY_SCHEDULE", "100ms,200ms,400ms")
-        .env("WEBHOOK_POLL_INTERVAL_MS", "100")
-        .envs(extra.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hub serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("hub serve exited before listening")
-            .unwrap();
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if entry["fields"]["message"] == "hub listening" {
-            break format!("http://{}", entry["fields"]["addr"].as_str().unwrap());
-        }
-    };
-    // Keep reading so that the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Replica { child, address }
+/// A `hub serve` replica sharing the test's Redis under `prefix`.
+fn spawn_replica(app: &TestApp, prefix: &str, extra: &[(&str, &str)]) -> HubProcess {
+    let redis = redis_url();
+    let mut env = vec![("REDIS_URL", redis.as_str()), ("REDIS_KEY_PREFIX", prefix)];
+    env.extend_from_slice(extra);
+    spawn_hub_process(app, &env)
 }
 
 fn prefix() -> String {
@@ -105,7 +55,7 @@ async fn three_replicas_share_one_operator_rate_limit() {
         ("OPERATOR_RATE_LIMIT_RPM", "60"),
         ("OPERATOR_DEADLINE_MS", "25000"),
     ];
-    let replicas: Vec<Replica> = (0..3)
+    let replicas: Vec<HubProcess> = (0..3)
         .map(|_| spawn_replica(&app, &prefix, &settings))
         .collect();
 
@@ -152,7 +102,7 @@ async fn three_replicas_share_one_operator_rate_limit() {
 async fn a_retry_after_seen_by_one_replica_holds_every_replica_back() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let prefix = prefix();
-    let replicas: Vec<Replica> = (0..3).map(|_| spawn_replica(&app, &prefix, &[])).collect();
+    let replicas: Vec<HubProcess> = (0..3).map(|_| spawn_replica(&app, &prefix, &[])).collect();
     app.operator.inject_fault(
         FaultKind::RateLimited {
             retry_after_seconds: 3,

@@ -1,0 +1,279 @@
+//! Faults under load, judged by the books: the operator's per-transaction charge counts, the
+//! RGS's received event ids, and `hub reconcile`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mock_operator::{FaultKind, Flapping};
+use serde_json::Value;
+
+use crate::helpers::{
+    answer, eventually, new_key, on_both_backends, spawn_hub_process, wallet_body, Answer, Backend,
+    Options, TestApp,
+};
+
+on_both_backends!(
+    a_flapping_operator_never_charges_twice,
+    an_rgs_down_past_half_the_schedule_loses_no_event
+);
+
+/// Sends every (key, body) to `address`, `concurrency` at a time.
+async fn send_all(
+    app: &TestApp,
+    address: &str,
+    requests: &[(String, Value)],
+    concurrency: usize,
+) -> Vec<Option<Answer>> {
+    futures_util::stream::iter(requests)
+        .map(|(key, body)| async move {
+            let text = body.to_string();
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let signature = hub::signature::sign(
+                crate::helpers::SECRET.as_bytes(),
+                text.as_bytes(),
+                &timestamp,
+            );
+            let sent = app
+                .client
+                .post(format!("{address}/wallet/debit"))
+                .header("Idempotency-Key", key)
+                .header("X-Timestamp", timestamp)
+                .header("X-Signature", signature)
+                .body(text)
+                .send()
+                .await;
+            match sent {
+                Ok(response) => Some(answer(response).await),
+                Err(_) => None,
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+/// Retries each request with its own key until it has a final answer (2xx or 4xx other than
+/// 409), pausing between rounds as a client's backoff would; fails after a minute.
+async fn retry_until_final(
+    app: &TestApp,
+    address: &str,
+    requests: &[(String, Value)],
+) -> Vec<Answer> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut finals: Vec<Option<Answer>> = (0..requests.len()).map(|_| None).collect();
+    loop {
+        let open: Vec<usize> = (0..requests.len())
+            .filter(|i| finals[*i].is_none())
+            .collect();
+        if open.is_empty() {
+            return finals.into_iter().map(|a| a.expect("final")).collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} requests never got a final answer",
+            open.len()
+        );
+        let batch: Vec<(String, Value)> = open.iter().map(|i| requests[*i].clone()).collect();
+        for (index, answered) in open.iter().zip(send_all(app, address, &batch, 16).await) {
+            finals[*index] = answered.filter(|a| a.status < 500 && a.status != 409);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The hub's books agree with the operator's: one charge per completed transaction, none
+/// for anything else, never two.
+async fn assert_charged_exactly_once(app: &TestApp, answers: &[Answer]) {
+    let completed: HashSet<String> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| a.json["transactionId"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &completed {
+        assert_eq!(app.operator.charges_for(id), 1, "transaction {id}");
+    }
+    assert_eq!(
+        app.operator.total_charges() as usize,
+        completed.len(),
+        "no charge outside a completed transaction"
+    );
+}
+
+fn debits(count: usize) -> Vec<(String, Value)> {
+    (0..count)
+        .map(|_| (new_key(), wallet_body("player-005", 10, "USD")))
+        .collect()
+}
+
+async fn a_flapping_operator_never_charges_twice(backend: Backend) {
+    let mut options = Options::default();
+    options.retry.attempt_timeout = Duration::from_millis(300);
+    options.retry.deadline = Duration::from_millis(1500);
+    options.breaker.min_calls = 100_000;
+    options.completer_after = Duration::from_secs(1);
+    let app = TestApp::spawn_with(backend, options).await;
+    app.operator.flap(Some(Flapping {
+        server_error_per_mille: 300,
+        rate_limited_per_mille: 100,
+        late_per_mille: 50,
+        late_by: Duration::from_millis(600),
+        retry_after_seconds: 1,
+        seed: 20_261_124,
+    }));
+    let requests = debits(150);
+
+    let first_round = send_all(&app, &app.address, &requests, 16).await;
+    let answers = retry_until_final(&app, &app.address, &requests).await;
+    app.operator.flap(None);
+
+    assert!(
+        first_round.iter().flatten().any(|a| a.status >= 500),
+        "the operator did flap"
+    );
+    assert!(
+        answers.iter().all(|a| a.status == 201),
+        "a retried debit settles in the end"
+    );
+    assert_charged_exactly_once(&app, &answers).await;
+    let ids: HashSet<&str> = answers
+        .iter()
+        .map(|a| a.json["transactionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), requests.len(), "one transaction per key");
+    assert_eq!(
+        app.operator.balance("player-005"),
+        Some(25_000 - 10 * requests.len() as i64)
+    );
+}
+
+async fn an_rgs_down_past_half_the_schedule_loses_no_event(backend: Backend) {
+    let schedule = [100, 200, 400, 800].map(Duration::from_millis).to_vec();
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            webhook_schedule: schedule,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.rgs.fail_next(1_000_000, 503, Duration::ZERO);
+    let answers = send_all(&app, &app.address, &debits(20), 8).await;
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().is_some_and(|a| a.status == 201)));
+
+    // Down until every event has used three of its five attempts.
+    eventually(
+        "every event to fail three times",
+        Duration::from_secs(20),
+        || async {
+            let events = app.all_events().await;
+            (events.len() == 20
+                && events
+                    .iter()
+                    .all(|e| e.attempts >= 3 && e.status == "PENDING"))
+            .then_some(())
+        },
+    )
+    .await;
+    app.rgs.fail_next(0, 200, Duration::ZERO);
+
+    app.wait_until_all_delivered(20).await;
+    let accepted: HashSet<String> = app.rgs.accepted_event_ids().into_iter().collect();
+    assert_eq!(accepted.len(), 20, "every event delivered");
+    assert_eq!(app.rgs.duplicates(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_DATABASE_URL to run the Postgres half"
+)]
+async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    // Short leases: the dead hub's keys and claimed webhooks come back within seconds.
+    let settings = [
+        ("OPERATOR_DEADLINE_MS", "1000"),
+        ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
+        ("WEBHOOK_LEASE_SECONDS", "2"),
+    ];
+    let doomed = spawn_hub_process(&app, &settings);
+    // Slow answers keep requests in flight when the hub dies.
+    app.operator.inject_fault(
+        FaultKind::Timeout {
+            delay: Duration::from_millis(200),
+        },
+        1_000_000,
+    );
+    let requests = debits(200);
+
+    let address = doomed.address.clone();
+    let load = send_all(&app, &address, &requests, 32);
+    let kill = async {
+        eventually(
+            "the load to be under way",
+            Duration::from_secs(20),
+            || async { (app.operator.calls().len() >= 60).then_some(()) },
+        )
+        .await;
+        drop(doomed); // SIGKILL
+    };
+    let (first_round, ()) = tokio::join!(load, kill);
+    app.operator.inject_fault(FaultKind::ServerError, 0);
+    let interrupted = first_round.iter().filter(|a| a.is_none()).count();
+    assert!(interrupted > 0, "the kill interrupted requests in flight");
+
+    let restarted = spawn_hub_process(&app, &settings);
+    let answers = retry_until_final(&app, &restarted.address, &requests).await;
+
+    assert!(
+        answers.iter().all(|a| a.status == 201),
+        "every key settles after retries"
+    );
+    assert_charged_exactly_once(&app, &answers).await;
+    let by_key: HashMap<&str, &str> = requests
+        .iter()
+        .zip(&answers)
+        .map(|((key, _), a)| (key.as_str(), a.json["transactionId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        by_key.values().collect::<HashSet<_>>().len(),
+        200,
+        "one transaction per key"
+    );
+    app.wait_until_all_delivered(200).await;
+    assert_eq!(
+        app.rgs
+            .accepted_event_ids()
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .len(),
+        200
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let (from, to) = (
+        (now - chrono::TimeDelta::hours(1)).to_rfc3339(),
+        (now + chrono::TimeDelta::hours(1)).to_rfc3339(),
+    );
+    let reconcile = app.hub_cli_with(
+        &[
+            "reconcile",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[("OPERATOR_BASE_URL", &app.operator.base_url())],
+    );
+    assert_eq!(
+        reconcile.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&reconcile.stdout)
+    );
+}
