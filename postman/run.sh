@@ -12,27 +12,10 @@ if [ ! -x "$NEWMAN_DIR/node_modules/.bin/newman" ]; then
 fi
 newman() { "$NEWMAN_DIR/node_modules/.bin/newman" "$@"; }
 
-for port in 3000 3001 3002; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "postman: FATAL: port $port is taken; hub demo needs 3000-3002" >&2
-    exit 1
-  fi
-done
-
-cargo build --quiet --bin hub
+if [ "${1:-}" != "--inside-demo" ]; then
+  exec .ci/with_demo.sh bash postman/run.sh --inside-demo
+fi
 work=$(mktemp -d)
-ADMIN_TOKEN=postman-admin-token-0123456789 MOCK_OPERATOR_RPM=0 OPERATOR_DEADLINE_MS=2000 \
-  DATABASE_URL="sqlite://$work/hub.db" RUST_LOG=warn \
-  target/debug/hub demo >"$work/demo.log" 2>&1 &
-demo=$!
-trap 'kill $demo 2>/dev/null || true; wait $demo 2>/dev/null || true' EXIT
-
-for _ in $(seq 1 120); do
-  curl -sf http://127.0.0.1:3000/ready >/dev/null 2>&1 && break
-  kill -0 $demo 2>/dev/null || { echo "postman: FATAL: hub demo exited" >&2; cat "$work/demo.log" >&2; exit 1; }
-  sleep 0.25
-done
-curl -sf http://127.0.0.1:3000/ready >/dev/null || { echo "postman: FATAL: hub demo never became ready" >&2; exit 1; }
 
 collection=postman/hub.postman_collection.json
 environment=postman/hub.postman_environment.json
