@@ -277,3 +277,185 @@ async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
         String::from_utf8_lossy(&reconcile.stdout)
     );
 }
+
+/// A Postgres cluster of the test's own, on an ephemeral port, that it may stop and start.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    fn create() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
+            .find(|bin| bin.join("pg_ctl").exists())
+            .expect("pg_ctl");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self { dir, port, bin };
+        if cluster.as_root() {
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(cluster.dir.path())
+                .status();
+            assert!(chown.unwrap().success());
+        }
+        let data = cluster.data().display().to_string();
+        cluster.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        cluster.start();
+        cluster
+    }
+
+    fn as_root(&self) -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A server binary's command, as the `postgres` user when the tests run as root.
+    fn command(&self, tool: &str) -> std::process::Command {
+        let program = self.bin.join(tool);
+        if self.as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let output = self
+            .command(tool)
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL tool");
+        assert!(
+            output.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn start(&self) {
+        let (data, log) = (
+            self.data().display().to_string(),
+            self.dir.path().join("log").display().to_string(),
+        );
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+    }
+
+    fn stop(&self) {
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data().display().to_string();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+async fn ready_status(app: &TestApp) -> u16 {
+    app.client
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_DATABASE_URL to run the Postgres half"
+)]
+async fn a_postgres_restart_mid_load_is_ridden_out_without_half_written_state() {
+    let postgres = PrivatePostgres::create();
+    let options = Options {
+        postgres_server: Some(postgres.url()),
+        db_acquire_timeout: Duration::from_millis(500),
+        completer_after: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    let requests = debits(120);
+    let (before, during_and_after) = requests.split_at(40);
+    assert!(send_all(&app, &app.address, before, 8)
+        .await
+        .iter()
+        .all(|a| a.as_ref().is_some_and(|a| a.status == 201)));
+
+    postgres.stop();
+    eventually(
+        "/ready to report the outage",
+        Duration::from_secs(10),
+        || async { (ready_status(&app).await == 503).then_some(()) },
+    )
+    .await;
+    let during = send_all(&app, &app.address, &during_and_after[..20], 4).await;
+    postgres.start();
+    eventually(
+        "/ready to recover without a restart",
+        Duration::from_secs(30),
+        || async { (ready_status(&app).await == 200).then_some(()) },
+    )
+    .await;
+
+    for answered in during.iter().flatten() {
+        assert!(
+            answered.status < 500 || answered.status == 503,
+            "no 500 for an outage: {}",
+            answered.text
+        );
+    }
+    assert!(
+        during
+            .iter()
+            .flatten()
+            .any(|a| a.json["code"] == "SERVICE_UNAVAILABLE"),
+        "the outage was felt"
+    );
+    let answers = retry_until_final(&app, &app.address, &requests).await;
+    assert!(answers.iter().all(|a| a.status == 201));
+    assert_charged_exactly_once(&app, &answers).await;
+    // Every settled transaction has exactly its one webhook: nothing half-written.
+    for answered in &answers {
+        let transaction_id = answered.json["transactionId"].as_str().unwrap();
+        assert_eq!(
+            app.outbox_for(transaction_id).await.len(),
+            1,
+            "transaction {transaction_id}"
+        );
+    }
+}

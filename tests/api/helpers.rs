@@ -69,6 +69,10 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// How old a PENDING transaction must be before the completer resolves it.
     pub completer_after: Duration,
+    /// Another Postgres server than TEST_DATABASE_URL's (e.g. a private one to restart).
+    pub postgres_server: Option<String>,
+    /// How long a request waits for a pooled connection before answering 503.
+    pub db_acquire_timeout: Duration,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -100,6 +104,8 @@ impl Default for Options {
             drain: true,
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             completer_after: Duration::from_secs(3600),
+            postgres_server: None,
+            db_acquire_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -121,7 +127,7 @@ impl Drop for TestDatabase {
     }
 }
 
-fn test_database(backend: Backend) -> (DatabaseUrl, TestDatabase) {
+fn test_database(backend: Backend, postgres_server: Option<&str>) -> (DatabaseUrl, TestDatabase) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temporary directory");
@@ -131,8 +137,10 @@ fn test_database(backend: Backend) -> (DatabaseUrl, TestDatabase) {
             )
         }
         Backend::Postgres => {
-            let admin_url = std::env::var("TEST_DATABASE_URL")
-                .expect("the Postgres tests need TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test");
+            let admin_url = postgres_server.map(str::to_owned).unwrap_or_else(|| {
+                std::env::var("TEST_DATABASE_URL")
+                    .expect("the Postgres tests need TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test")
+            });
             let name = format!("hub_test_{}", Uuid::new_v4().simple());
             let mut conn =
                 PgConnection::establish(&admin_url).expect("connect to TEST_DATABASE_URL");
@@ -162,7 +170,7 @@ pub fn config_for(
     config.database = DatabaseConfig {
         url,
         pool_size: 8,
-        acquire_timeout: Duration::from_secs(10),
+        acquire_timeout: options.db_acquire_timeout,
     };
     config.hmac_secrets = options
         .secrets
@@ -267,7 +275,7 @@ impl TestApp {
             workers: 2,
         };
         let rgs = MockRgs::start(ephemeral(), rgs_config).expect("start the mock RGS");
-        let (database_url, database) = test_database(backend);
+        let (database_url, database) = test_database(backend, options.postgres_server.as_deref());
         let config = config_for(
             database_url.clone(),
             operator.base_url(),
