@@ -87,24 +87,49 @@ impl Drainer {
             .await
     }
 
-    /// Claims one batch and settles every event in it; returns how many were claimed.
-    /// Once `cancel` fires, events not yet started are released instead of delivered.
+    /// Claims one batch, delivers it, and records every attempt in one database transaction;
+    /// returns how many were claimed. Once `cancel` fires, events not yet started are released
+    /// instead of delivered.
     pub async fn run_once(&self, cancel: &CancellationToken) -> Result<usize, StoreError> {
         let events = self.claim().await?;
         let claimed = events.len();
-        futures_util::stream::iter(events)
-            .for_each_concurrent(self.concurrency, |event| async move {
-                let result = if cancel.is_cancelled() {
-                    self.release(event.id).await
-                } else {
-                    self.deliver(event).await
-                };
-                if let Err(error) = result {
-                    // The lease brings the event back; nothing is lost.
-                    tracing::warn!(%error, "could not record a webhook attempt");
-                }
-            })
-            .await;
+        let outcomes: Vec<Result<(AttemptRow, AfterAttempt), String>> =
+            futures_util::stream::iter(events)
+                .map(|event| async move {
+                    if cancel.is_cancelled() {
+                        Err(event.id)
+                    } else {
+                        Ok(self.deliver(event).await)
+                    }
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+        let (attempts, unstarted): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+        let attempts: Vec<(AttemptRow, AfterAttempt)> =
+            attempts.into_iter().filter_map(Result::ok).collect();
+        let unstarted: Vec<String> = unstarted.into_iter().filter_map(Result::err).collect();
+        // If recording fails, the leases bring the events back: delivered again, never lost.
+        if !unstarted.is_empty() {
+            if let Err(error) = self.release(unstarted).await {
+                tracing::warn!(%error, "could not release unstarted webhooks; their leases will lapse");
+            }
+        }
+        if !attempts.is_empty() {
+            let recorded = attempts.len();
+            let moved = self
+                .store
+                .run(move |conn| outbox::record_attempts(conn, &attempts, now()))
+                .await;
+            match moved {
+                Ok(moved) if moved < recorded => tracing::warn!(
+                    lapsed = recorded - moved,
+                    "leases lapsed during delivery; another drainer owns those webhooks now"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not record webhook attempts"),
+            }
+        }
         Ok(claimed)
     }
 
@@ -129,7 +154,7 @@ impl Drainer {
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id, correlation_id = event.correlation_id.as_deref().unwrap_or("")))]
-    async fn deliver(&self, event: OutboxRow) -> Result<(), StoreError> {
+    async fn deliver(&self, event: OutboxRow) -> (AttemptRow, AfterAttempt) {
         let attempted_at = now();
         let result = delivery::attempt(
             &self.http,
@@ -178,16 +203,7 @@ impl Drainer {
             duration_ms: result.took.as_millis() as i64,
             worker: self.worker.clone(),
         };
-        let moved = self
-            .store
-            .run(move |conn| outbox::record_attempt(conn, &record, after, now()))
-            .await?;
-        if !moved {
-            tracing::warn!(
-                "the lease on this webhook lapsed during delivery; another drainer owns it now"
-            );
-        }
-        Ok(())
+        (record, after)
     }
 
     fn after(&self, attempt: i32, result: &Attempted) -> AfterAttempt {
@@ -203,10 +219,10 @@ impl Drainer {
         }
     }
 
-    async fn release(&self, id: String) -> Result<(), StoreError> {
+    async fn release(&self, ids: Vec<String>) -> Result<(), StoreError> {
         let worker = self.worker.clone();
         self.store
-            .run(move |conn| outbox::release(conn, &[id], &worker, now()).map_err(StoreError::from))
+            .run(move |conn| outbox::release(conn, &ids, &worker, now()).map_err(StoreError::from))
             .await
             .map(|_| ())
     }

@@ -132,44 +132,48 @@ pub fn claim_due(
     })
 }
 
-/// Records an attempt and moves the event on, if `worker` still holds it. The attempt is
-/// kept either way: it is what the RGS was told. Returns whether the event moved.
-pub fn record_attempt(
+/// Records a batch of attempts, and moves each event on if its attempt's worker still holds
+/// it, in one database transaction. The attempts are kept either way: they are what the RGS
+/// was told. Returns how many events moved.
+pub fn record_attempts(
     conn: &mut DbConnection,
-    attempt: &AttemptRow,
-    after: AfterAttempt,
+    attempts: &[(AttemptRow, AfterAttempt)],
     now: NaiveDateTime,
-) -> Result<bool, StoreError> {
+) -> Result<usize, StoreError> {
     use webhook_outbox::dsl as o;
-    let (status, next_attempt_at, delivered_at) = match after {
-        AfterAttempt::Delivered => (DELIVERED, now, Some(now)),
-        AfterAttempt::RetryAt(at) => (PENDING, at, None),
-        AfterAttempt::DeadLetter => (DEAD_LETTER, now, None),
-    };
-    let last_error = match after {
-        AfterAttempt::Delivered => None,
-        _ => attempt.error.clone(),
-    };
+    let rows: Vec<&AttemptRow> = attempts.iter().map(|(row, _)| row).collect();
     conn.write_transaction(|conn| {
         with_conn!(conn, |c| diesel::insert_into(webhook_attempts::table)
-            .values(attempt)
+            .values(rows.clone())
             .execute(c))?;
-        let held = o::webhook_outbox
-            .filter(o::id.eq(&attempt.outbox_id))
-            .filter(o::status.eq(PENDING))
-            .filter(o::locked_by.eq(&attempt.worker));
-        let change = (
-            o::status.eq(status),
-            o::attempts.eq(attempt.attempt),
-            o::next_attempt_at.eq(next_attempt_at),
-            o::last_error.eq(last_error),
-            o::delivered_at.eq(delivered_at),
-            o::locked_until.eq(None::<NaiveDateTime>),
-            o::locked_by.eq(None::<String>),
-            o::updated_at.eq(now),
-        );
-        let moved = with_conn!(conn, |c| diesel::update(held).set(change).execute(c))?;
-        Ok(moved == 1)
+        let mut moved = 0;
+        for (attempt, after) in attempts {
+            let (status, next_attempt_at, delivered_at) = match after {
+                AfterAttempt::Delivered => (DELIVERED, now, Some(now)),
+                AfterAttempt::RetryAt(at) => (PENDING, *at, None),
+                AfterAttempt::DeadLetter => (DEAD_LETTER, now, None),
+            };
+            let last_error = match after {
+                AfterAttempt::Delivered => None,
+                _ => attempt.error.clone(),
+            };
+            let held = o::webhook_outbox
+                .filter(o::id.eq(&attempt.outbox_id))
+                .filter(o::status.eq(PENDING))
+                .filter(o::locked_by.eq(&attempt.worker));
+            let change = (
+                o::status.eq(status),
+                o::attempts.eq(attempt.attempt),
+                o::next_attempt_at.eq(next_attempt_at),
+                o::last_error.eq(last_error),
+                o::delivered_at.eq(delivered_at),
+                o::locked_until.eq(None::<NaiveDateTime>),
+                o::locked_by.eq(None::<String>),
+                o::updated_at.eq(now),
+            );
+            moved += with_conn!(conn, |c| diesel::update(held).set(change).execute(c))?;
+        }
+        Ok(moved)
     })
 }
 
