@@ -13,7 +13,7 @@ use chrono::TimeDelta;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::phases::{self, Lease};
+use super::phases::Lease;
 use super::{now, operator_call, WalletError, WalletService};
 use crate::store::{idempotency_keys, transactions, StoreError};
 
@@ -79,7 +79,7 @@ impl WalletService {
             return Ok(false);
         }
         let Ok(permit) = self.breaker.admit() else {
-            self.release_key(&key, lease).await;
+            self.release(&key, lease).await;
             return Ok(false);
         };
         let correlation_id = pending
@@ -92,39 +92,14 @@ impl WalletService {
             self.governor.open_circuit(open_for).await;
         }
         let Ok(decision) = answered else {
-            self.release_key(&key, lease).await;
+            self.release(&key, lease).await;
             return Ok(false);
         };
         tracing::info!(transaction_id = %pending.id, correlation_id = %correlation_id, "completing an abandoned transaction");
         let settled = self
-            .store
-            .run(move |conn| {
-                phases::settle(
-                    conn,
-                    &key,
-                    &lease,
-                    &pending,
-                    &decision,
-                    &correlation_id,
-                    now(),
-                )
-            })
+            .settle(key, lease, pending, decision, correlation_id)
             .await?;
-        if settled.is_some() {
-            self.outbox_wake.notify_one();
-        }
         Ok(settled.is_some())
-    }
-
-    async fn release_key(&self, key: &str, lease: Lease) {
-        let key = key.to_owned();
-        let released = self
-            .store
-            .run(move |conn| phases::release(conn, &key, &lease, now()))
-            .await;
-        if let Err(error) = released {
-            tracing::warn!(%error, "could not release a key after a failed completion; its lease will lapse");
-        }
     }
 
     /// Deletes completed keys past their retention, in batches; returns how many.

@@ -167,26 +167,17 @@ impl WalletService {
         match answered {
             Ok(decision) => {
                 let key = command.key.as_str().to_owned();
-                let correlation_id = command.correlation_id.clone();
                 let settled = self
-                    .store
-                    .run(move |conn| {
-                        phases::settle(
-                            conn,
-                            &key,
-                            &lease,
-                            &pending,
-                            &decision,
-                            &correlation_id,
-                            now(),
-                        )
-                    })
+                    .settle(
+                        key,
+                        lease,
+                        *pending,
+                        decision,
+                        command.correlation_id.clone(),
+                    )
                     .await?;
                 match settled {
-                    Some(receipt) => {
-                        self.outbox_wake.notify_one();
-                        Ok(receipt)
-                    }
+                    Some(receipt) => Ok(receipt),
                     None => self.answer_after_lost_lease(command.key).await,
                 }
             }
@@ -194,7 +185,7 @@ impl WalletService {
             // transaction PENDING for the retry with the same key.
             Err(error) => {
                 let retry_after = error.retry_after();
-                self.release(command.key, lease).await;
+                self.release(command.key.as_str(), lease).await;
                 Err(WalletError::OperatorUnavailable { retry_after })
             }
         }
@@ -220,10 +211,40 @@ impl WalletService {
             .await
     }
 
-    /// Lets the client's retry resume at once instead of waiting for the lease to lapse.
+    /// Writes the operator's decision (phase 3) and wakes the drainer; `None` when the lease
+    /// was lost to another request, in which case nothing was written.
+    async fn settle(
+        &self,
+        key: String,
+        lease: Lease,
+        pending: crate::store::transactions::TransactionRow,
+        decision: crate::operator::Decision,
+        correlation_id: String,
+    ) -> Result<Option<Receipt>, WalletError> {
+        let settled = self
+            .store
+            .run(move |conn| {
+                phases::settle(
+                    conn,
+                    &key,
+                    &lease,
+                    &pending,
+                    &decision,
+                    &correlation_id,
+                    now(),
+                )
+            })
+            .await?;
+        if settled.is_some() {
+            self.outbox_wake.notify_one();
+        }
+        Ok(settled)
+    }
+
+    /// Gives a key's lease up early, so that a retry (or the completer) can resume at once.
     /// If this fails the lease simply runs out; the transaction stays `PENDING` either way.
-    async fn release(&self, key: IdempotencyKey, lease: Lease) {
-        let key = key.as_str().to_owned();
+    async fn release(&self, key: &str, lease: Lease) {
+        let key = key.to_owned();
         let released = self
             .store
             .run(move |conn| phases::release(conn, &key, &lease, now()))
