@@ -100,6 +100,32 @@ async fn assert_charged_exactly_once(app: &TestApp, answers: &[Answer]) {
     );
 }
 
+/// `hub reconcile` over the last hour exits 0: the hub's and the operator's ledgers agree.
+fn assert_reconciles(app: &TestApp) {
+    let out = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let from = (now - chrono::TimeDelta::hours(1)).to_rfc3339();
+    let to = (now + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let reconcile = app.hub_cli_with(
+        &[
+            "reconcile",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[("OPERATOR_BASE_URL", &app.operator.base_url())],
+    );
+    assert_eq!(
+        reconcile.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&reconcile.stdout)
+    );
+}
+
 fn debits(count: usize) -> Vec<(String, Value)> {
     (0..count)
         .map(|_| (new_key(), wallet_body("player-005", 10, "USD")))
@@ -145,6 +171,7 @@ async fn a_flapping_operator_never_charges_twice(backend: Backend) {
         app.operator.balance("player-005"),
         Some(25_000 - 10 * requests.len() as i64)
     );
+    assert_reconciles(&app);
 }
 
 async fn an_rgs_down_past_half_the_schedule_loses_no_event(backend: Backend) {
@@ -183,6 +210,7 @@ async fn an_rgs_down_past_half_the_schedule_loses_no_event(backend: Backend) {
     let accepted: HashSet<String> = app.rgs.accepted_event_ids().into_iter().collect();
     assert_eq!(accepted.len(), 20, "every event delivered");
     assert_eq!(app.rgs.duplicates(), 0);
+    assert_reconciles(&app);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -252,30 +280,7 @@ async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
         200
     );
 
-    let out = tempfile::tempdir().unwrap();
-    let now = chrono::Utc::now();
-    let (from, to) = (
-        (now - chrono::TimeDelta::hours(1)).to_rfc3339(),
-        (now + chrono::TimeDelta::hours(1)).to_rfc3339(),
-    );
-    let reconcile = app.hub_cli_with(
-        &[
-            "reconcile",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[("OPERATOR_BASE_URL", &app.operator.base_url())],
-    );
-    assert_eq!(
-        reconcile.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&reconcile.stdout)
-    );
+    assert_reconciles(&app);
 }
 
 /// A Postgres cluster of the test's own, on an ephemeral port, that it may stop and start.
@@ -458,4 +463,5 @@ async fn a_postgres_restart_mid_load_is_ridden_out_without_half_written_state() 
             "transaction {transaction_id}"
         );
     }
+    assert_reconciles(&app);
 }
