@@ -105,10 +105,13 @@ impl Drainer {
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
-        let (attempts, unstarted): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
-        let attempts: Vec<(AttemptRow, AfterAttempt)> =
-            attempts.into_iter().filter_map(Result::ok).collect();
-        let unstarted: Vec<String> = unstarted.into_iter().filter_map(Result::err).collect();
+        let (mut attempts, mut unstarted) = (Vec::new(), Vec::new());
+        for outcome in outcomes {
+            match outcome {
+                Ok(attempt) => attempts.push(attempt),
+                Err(event_id) => unstarted.push(event_id),
+            }
+        }
         // If recording fails, the leases bring the events back: delivered again, never lost.
         if !unstarted.is_empty() {
             if let Err(error) = self.release(unstarted).await {

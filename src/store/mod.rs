@@ -49,13 +49,6 @@ pub enum StoreError {
 }
 
 impl DbConnection {
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            DbConnection::Postgres(_) => "postgres",
-            DbConnection::Sqlite(_) => "sqlite",
-        }
-    }
-
     /// Runs `work` in one database transaction that takes the write lock up front: plain
     /// `BEGIN` on Postgres, `BEGIN IMMEDIATE` on SQLite, whose deferred transactions can
     /// otherwise fail to upgrade from reader to writer under concurrency.

@@ -41,6 +41,20 @@ pub struct Settlement {
     pub updated_at: NaiveDateTime,
 }
 
+impl Settlement {
+    /// `pending` as it reads once this settlement is written.
+    pub fn applied_to(&self, pending: &TransactionRow) -> TransactionRow {
+        TransactionRow {
+            status: self.status.to_owned(),
+            reason: self.reason.clone(),
+            balance_cents: self.balance_cents,
+            operator_reference: self.operator_reference.clone(),
+            updated_at: self.updated_at,
+            ..pending.clone()
+        }
+    }
+}
+
 pub fn insert(conn: &mut DbConnection, row: &TransactionRow) -> QueryResult<()> {
     with_conn!(conn, |c| diesel::insert_into(transactions::table)
         .values(row)

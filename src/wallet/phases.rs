@@ -179,12 +179,7 @@ pub fn settle(
 ) -> Result<Option<Receipt>, WalletError> {
     let receipt = receipt::render(pending, decision);
     let settlement = settlement_of(decision, now);
-    let mut settled = pending.clone();
-    settled.status = settlement.status.to_owned();
-    settled.reason = settlement.reason.clone();
-    settled.balance_cents = settlement.balance_cents;
-    settled.operator_reference = settlement.operator_reference.clone();
-    settled.updated_at = now;
+    let settled = settlement.applied_to(pending);
     conn.write_transaction(|conn| {
         if !idempotency_keys::complete(conn, key, &lease.token, receipt.status, &receipt.body, now)?
         {
