@@ -187,8 +187,7 @@ async fn reconcile(env: &Env, args: &ReconcileArgs) -> Result<bool, String> {
     let store = connect(database).await?;
     // A one-shot command exposes no metrics, and the listing is not paced by the governor.
     let metrics = std::sync::Arc::new(hub::metrics::Metrics::new());
-    let governor =
-        hub::operator::Governor::new(0, None, "", metrics.clone()).map_err(|e| e.to_string())?;
+    let governor = hub::operator::Governor::unpaced(metrics.clone());
     let operator =
         OperatorClient::new(&operator_config, metrics, governor).map_err(|e| e.to_string())?;
     hub::cli::reconcile::run(&options, &store, &operator).await

@@ -116,6 +116,12 @@ impl Governor {
         }))
     }
 
+    /// A governor that never holds a call back, for clients whose calls it does not pace
+    /// (the transaction listing of `hub reconcile`).
+    pub fn unpaced(metrics: Arc<Metrics>) -> Arc<Self> {
+        Self::new(0, None, "", metrics).expect("without a Redis URL there is nothing to fail")
+    }
+
     /// Whether calls can be made to wait: a rate limit, or replicas that may pause each other.
     pub fn paces(&self) -> bool {
         self.interval.is_some() || self.shared.is_some()
