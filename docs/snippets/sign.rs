@@ -1,8 +1,16 @@
-// A signed debit from Rust (crates: hmac, sha2, hex, reqwest). Sign the exact bytes sent.
+// A signed wallet call from Rust (crates: hmac, sha2, hex, reqwest). Sign the exact bytes sent;
+// reuse one client for its connection pool.
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub async fn signed_debit(hub_url: &str, secret: &[u8], key: &str, body: &str) -> reqwest::Response {
+/// POSTs `body` to `url` (e.g. `{hub}/wallet/debit`) signed with `secret`.
+pub async fn signed_post(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &[u8],
+    idempotency_key: &str,
+    body: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -12,14 +20,13 @@ pub async fn signed_debit(hub_url: &str, secret: &[u8], key: &str, body: &str) -
     mac.update(body.as_bytes());
     mac.update(timestamp.as_bytes());
     let signature = hex::encode(mac.finalize().into_bytes());
-    reqwest::Client::new()
-        .post(format!("{hub_url}/wallet/debit"))
+    client
+        .post(url)
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", key)
+        .header("Idempotency-Key", idempotency_key)
         .header("X-Timestamp", timestamp)
         .header("X-Signature", signature)
         .body(body.to_owned())
         .send()
         .await
-        .expect("the hub answers")
 }

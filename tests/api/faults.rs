@@ -9,8 +9,8 @@ use mock_operator::{FaultKind, Flapping};
 use serde_json::Value;
 
 use crate::helpers::{
-    answer, eventually, new_key, on_both_backends, spawn_hub_process, wallet_body, Answer, Backend,
-    Options, TestApp,
+    answer, eventually, new_key, on_both_backends, spawn_hub_process, try_post_signed, wallet_body,
+    Answer, Backend, Options, TestApp,
 };
 
 on_both_backends!(
@@ -27,22 +27,14 @@ async fn send_all(
 ) -> Vec<Option<Answer>> {
     futures_util::stream::iter(requests)
         .map(|(key, body)| async move {
-            let text = body.to_string();
-            let timestamp = chrono::Utc::now().timestamp().to_string();
-            let signature = hub::signature::sign(
-                crate::helpers::SECRET.as_bytes(),
-                text.as_bytes(),
-                &timestamp,
-            );
-            let sent = app
-                .client
-                .post(format!("{address}/wallet/debit"))
-                .header("Idempotency-Key", key)
-                .header("X-Timestamp", timestamp)
-                .header("X-Signature", signature)
-                .body(text)
-                .send()
-                .await;
+            let sent = try_post_signed(
+                &app.client,
+                address,
+                "/wallet/debit",
+                key,
+                &body.to_string(),
+            )
+            .await;
             match sent {
                 Ok(response) => Some(answer(response).await),
                 Err(_) => None,

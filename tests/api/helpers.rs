@@ -330,6 +330,25 @@ fn ephemeral() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
 }
 
+/// The Rust signing example of docs/INTEGRATION.md: every signed request of the suite goes
+/// through it, so the published example is exercised, and the hub is checked against an HMAC
+/// computed independently of its own signing code.
+pub mod signing_example {
+    include!("../../docs/snippets/sign.rs");
+}
+
+/// POSTs `body` to `address` + `path`, signed now with the test secret.
+pub async fn try_post_signed(
+    client: &reqwest::Client,
+    address: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let url = format!("{address}{path}");
+    signing_example::signed_post(client, &url, SECRET.as_bytes(), key, body).await
+}
+
 pub async fn post_signed(
     client: &reqwest::Client,
     address: &str,
@@ -337,16 +356,7 @@ pub async fn post_signed(
     key: &str,
     body: &str,
 ) -> reqwest::Response {
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    let signature = hub::signature::sign(SECRET.as_bytes(), body.as_bytes(), &timestamp);
-    client
-        .post(format!("{address}{path}"))
-        .header("Content-Type", "application/json")
-        .header("Idempotency-Key", key)
-        .header("X-Timestamp", timestamp)
-        .header("X-Signature", signature)
-        .body(body.to_owned())
-        .send()
+    try_post_signed(client, address, path, key, body)
         .await
         .expect("the hub answers")
 }
@@ -450,6 +460,18 @@ impl TestApp {
         let events = self.outbox_for(transaction_id).await;
         assert_eq!(events.len(), 1, "one event per settled transaction");
         events[0].id.clone()
+    }
+
+    /// Debits player-001 one dollar and returns the id of the webhook event it produced.
+    pub async fn debit_event(&self) -> String {
+        let response = answer(
+            self.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+                .await,
+        )
+        .await;
+        assert_eq!(response.status, 201, "{}", response.text);
+        self.only_event_of(response.json["transactionId"].as_str().unwrap())
+            .await
     }
 
     pub async fn event(&self, event_id: &str) -> OutboxRow {

@@ -1,10 +1,6 @@
 //! The signing examples of docs/INTEGRATION.md, run against a real hub as printed.
 
-use crate::helpers::{new_key, Backend, TestApp, SECRET};
-
-mod rust_example {
-    include!("../../docs/snippets/sign.rs");
-}
+use crate::helpers::{new_key, signing_example, Backend, TestApp, SECRET};
 
 const SNIPPETS: [&str; 4] = ["sign.sh", "sign.js", "sign.py", "sign.rs"];
 
@@ -37,8 +33,11 @@ async fn the_rust_example_makes_a_signed_debit() {
     let body =
         r#"{"playerId":"player-001","amountCents":100,"currency":"USD","refId":"rust-example"}"#;
 
+    let url = format!("{}/wallet/debit", app.address);
     let response =
-        rust_example::signed_debit(&app.address, SECRET.as_bytes(), &new_key(), body).await;
+        signing_example::signed_post(&app.client, &url, SECRET.as_bytes(), &new_key(), body)
+            .await
+            .expect("the hub answers");
 
     assert_eq!(response.status(), 201);
 }

@@ -42,14 +42,7 @@ async fn metrics_follow_requests_operator_calls_and_webhooks(backend: Backend) {
     let before = scrape(&app).await;
     assert_eq!(sample(&before, "hub_operator_circuit_state"), Some(0.0));
 
-    let response = answer(
-        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
-            .await,
-    )
-    .await;
-    let event_id = app
-        .only_event_of(response.json["transactionId"].as_str().unwrap())
-        .await;
+    let event_id = app.debit_event().await;
     app.wait_for_status(&event_id, "DELIVERED").await;
     app.operator.inject_fault(FaultKind::ServerError, 1000);
     assert_eq!(

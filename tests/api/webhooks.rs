@@ -352,14 +352,7 @@ async fn a_drainer_stopped_mid_batch_finishes_or_releases_everything(backend: Ba
 
 async fn the_admin_api_refuses_missing_or_wrong_tokens_and_leaks_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let response = answer(
-        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
-            .await,
-    )
-    .await;
-    let event_id = app
-        .only_event_of(response.json["transactionId"].as_str().unwrap())
-        .await;
+    let event_id = app.debit_event().await;
     app.wait_for_status(&event_id, "DELIVERED").await;
     let routes = [
         ("GET", "/admin/outbox".to_owned()),
@@ -462,26 +455,15 @@ on_both_backends!(
     retention_prunes_old_delivered_events_with_their_attempts_and_nothing_else,
 );
 
-async fn debit_event(app: &TestApp) -> String {
-    let response = answer(
-        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
-            .await,
-    )
-    .await;
-    assert_eq!(response.status, 201, "{}", response.text);
-    app.only_event_of(response.json["transactionId"].as_str().unwrap())
-        .await
-}
-
 async fn a_410_dead_letters_at_once_and_bulk_replay_requeues_every_dead_letter(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.rgs.fail_next(2, 410, Duration::ZERO);
-    let gone = [debit_event(&app).await, debit_event(&app).await];
+    let gone = [app.debit_event().await, app.debit_event().await];
     for event_id in &gone {
         let dead = app.wait_for_status(event_id, "DEAD_LETTER").await;
         assert_eq!(dead.attempts, 1, "410 Gone is final");
     }
-    let delivered = debit_event(&app).await;
+    let delivered = app.debit_event().await;
     app.wait_for_status(&delivered, "DELIVERED").await;
 
     let response = app
@@ -514,7 +496,7 @@ async fn a_429_retry_after_from_the_rgs_is_waited_out(backend: Backend) {
     };
     app.rgs.inject(busy, 1);
 
-    let event_id = debit_event(&app).await;
+    let event_id = app.debit_event().await;
     app.wait_for_status(&event_id, "DELIVERED").await;
 
     let deliveries = app.rgs.deliveries();
@@ -534,9 +516,9 @@ async fn retention_prunes_old_delivered_events_with_their_attempts_and_nothing_e
 ) {
     let app = TestApp::spawn(backend).await;
     app.rgs.fail_next(1, 410, Duration::ZERO);
-    let dead = debit_event(&app).await;
+    let dead = app.debit_event().await;
     app.wait_for_status(&dead, "DEAD_LETTER").await;
-    let delivered = debit_event(&app).await;
+    let delivered = app.debit_event().await;
     app.wait_for_status(&delivered, "DELIVERED").await;
 
     let kept_a_week = hub::outbox::retention::prune(&app.store, Duration::from_secs(7 * 24 * 3600))
