@@ -212,9 +212,11 @@ async fn a_replica_killed_while_draining_loses_no_webhook() {
     let accepted: std::collections::HashSet<String> =
         app.rgs.accepted_event_ids().into_iter().collect();
     assert_eq!(accepted.len(), EVENTS, "every event id reached the RGS");
+    // Attempts are recorded per batch, so what the killed replica delivered in its last
+    // batch (at most WEBHOOK_BATCH_SIZE = 20) can go out again, under the same event ids.
     assert!(
-        app.rgs.duplicates() <= 4,
-        "at most the killed replica's in-flight deliveries repeat"
+        app.rgs.duplicates() <= 20,
+        "at most the killed replica's last batch repeats"
     );
 }
 

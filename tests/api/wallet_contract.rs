@@ -27,7 +27,15 @@ on_both_backends!(
 );
 
 async fn a_debit_is_charged_once_and_recorded_with_its_webhook(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // No drainer, so that the queued webhook is still there to be looked at.
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            drain: false,
+            ..Options::default()
+        },
+    )
+    .await;
     let body = wallet_body("player-001", 1000, "USD");
 
     let response = answer(app.debit(&new_key(), &body).await).await;
