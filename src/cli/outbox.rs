@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::domain::instant::{window_end, window_start};
+use super::cli_bounds;
 use crate::outbox::admin::{self, Replayed};
 use crate::store::outbox::Window;
 use crate::store::Store;
@@ -51,19 +51,6 @@ pub struct ReplayOptions {
     to: Option<String>,
 }
 
-fn bound(
-    text: Option<&str>,
-    name: &str,
-    parse: fn(&str) -> Option<chrono::NaiveDateTime>,
-) -> Result<Option<chrono::NaiveDateTime>, String> {
-    text.map(|t| {
-        parse(t).ok_or_else(|| {
-            format!("--{name} must be an RFC 3339 instant or a YYYY-MM-DD date, got {t:?}")
-        })
-    })
-    .transpose()
-}
-
 /// Runs the command; the `Err` text is the one line to print.
 pub async fn run(command: OutboxCommand, store: &Store) -> Result<(), String> {
     match command {
@@ -75,11 +62,8 @@ pub async fn run(command: OutboxCommand, store: &Store) -> Result<(), String> {
             {
                 return Err("--status must be PENDING, DELIVERED or DEAD_LETTER".into());
             }
-            let window = Window {
-                status,
-                from: bound(options.from.as_deref(), "from", window_start)?,
-                to: bound(options.to.as_deref(), "to", window_end)?,
-            };
+            let (from, to) = cli_bounds(options.from.as_deref(), options.to.as_deref())?;
+            let window = Window { status, from, to };
             let events = admin::list(store, window, options.limit)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -135,8 +119,7 @@ async fn replay(options: ReplayOptions, store: &Store) -> Result<String, String>
             Replayed::NotFound => Err(format!("no webhook event {event_id}")),
         };
     }
-    let from = bound(options.from.as_deref(), "from", window_start)?;
-    let to = bound(options.to.as_deref(), "to", window_end)?;
+    let (from, to) = cli_bounds(options.from.as_deref(), options.to.as_deref())?;
     let requeued = admin::replay_dead_letters(store, from, to)
         .await
         .map_err(|e| e.to_string())?;

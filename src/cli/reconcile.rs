@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 use clap::Args;
 
+use super::cli_bounds;
 use crate::domain::instant::{window_end, window_start};
 use crate::operator::OperatorClient;
 use crate::reconcile::report::DetailFormat;
@@ -41,15 +42,9 @@ pub struct ReconcileArgs {
 
 impl ReconcileArgs {
     fn window(&self) -> Result<(NaiveDateTime, NaiveDateTime), String> {
-        let (from, to) = match (&self.from, &self.to) {
-            (Some(from), Some(to)) => (
-                window_start(from).ok_or_else(|| {
-                    format!("--from must be YYYY-MM-DD or an RFC 3339 instant, got {from:?}")
-                })?,
-                window_end(to).ok_or_else(|| {
-                    format!("--to must be YYYY-MM-DD or an RFC 3339 instant, got {to:?}")
-                })?,
-            ),
+        // clap lets --from and --to come only together.
+        let (from, to) = match cli_bounds(self.from.as_deref(), self.to.as_deref())? {
+            (Some(from), Some(to)) => (from, to),
             _ => {
                 let yesterday = (Utc::now() - TimeDelta::days(1)).date_naive().to_string();
                 (

@@ -14,6 +14,34 @@ pub fn window_end(text: &str) -> Option<NaiveDateTime> {
     })
 }
 
+/// A bound that is neither a date nor an RFC 3339 instant; `bound` is `from` or `to`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{bound} must be a YYYY-MM-DD date or an RFC 3339 instant (UTC), got {given:?}")]
+pub struct BoundError {
+    pub bound: &'static str,
+    pub given: String,
+}
+
+/// Optional `from` and `to` texts as a window's inclusive start and end.
+pub fn window_bounds(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Option<NaiveDateTime>, Option<NaiveDateTime>), BoundError> {
+    let parse = |text: Option<&str>, bound, parse: fn(&str) -> Option<NaiveDateTime>| {
+        text.map(|given| {
+            parse(given).ok_or_else(|| BoundError {
+                bound,
+                given: given.to_owned(),
+            })
+        })
+        .transpose()
+    };
+    Ok((
+        parse(from, "from", window_start)?,
+        parse(to, "to", window_end)?,
+    ))
+}
+
 fn instant(text: &str) -> Option<NaiveDateTime> {
     DateTime::parse_from_rfc3339(text.trim())
         .ok()
@@ -38,6 +66,15 @@ mod tests {
             window_end("2024-01-31").unwrap().to_string(),
             "2024-01-31 23:59:59.999999"
         );
+    }
+
+    #[test]
+    fn bounds_are_optional_and_name_the_one_at_fault() {
+        assert_eq!(window_bounds(None, None), Ok((None, None)));
+        let (from, to) = window_bounds(Some("2024-01-31"), Some("2024-01-31")).unwrap();
+        assert!(from < to);
+        let error = window_bounds(Some("2024-01-31"), Some("soon")).unwrap_err();
+        assert_eq!((error.bound, error.given.as_str()), ("to", "soon"));
     }
 
     #[test]

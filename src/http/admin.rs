@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::domain::instant::{window_end, window_start};
+use crate::domain::instant::window_bounds;
 use crate::domain::request::RequestError;
 use crate::outbox::admin::{self, Replayed};
 use crate::store::outbox::{Window, DEAD_LETTER, DELIVERED, PENDING};
@@ -63,20 +63,9 @@ fn window(query: &WindowQuery) -> Result<Window, ApiError> {
             ))
         }
     };
-    let bound = |text: &Option<String>, field, parse: fn(&str) -> Option<_>| match text {
-        None => Ok(None),
-        Some(text) => parse(text).map(Some).ok_or_else(|| {
-            invalid(
-                field,
-                "from and to must be RFC 3339 instants or YYYY-MM-DD dates (UTC)",
-            )
-        }),
-    };
-    Ok(Window {
-        status,
-        from: bound(&query.from, "from", window_start)?,
-        to: bound(&query.to, "to", window_end)?,
-    })
+    let (from, to) = window_bounds(query.from.as_deref(), query.to.as_deref())
+        .map_err(|error| invalid(error.bound, &error.to_string()))?;
+    Ok(Window { status, from, to })
 }
 
 pub(super) async fn list(
