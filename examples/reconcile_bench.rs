@@ -46,6 +46,9 @@ fn row(index: usize, count: usize) -> TransactionRow {
         correlation_id: None,
         created_at,
         updated_at: created_at,
+        recovery_attempts: 0,
+        next_recovery_at: None,
+        review_since: None,
     }
 }
 

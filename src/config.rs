@@ -245,25 +245,64 @@ impl Config {
             )?,
             webhooks: webhook_config(env, defaults)?,
             admin_token: admin_token(env)?,
-            recovery: RecoveryConfig {
-                abandoned_after: Duration::from_secs(positive(
-                    env.parse("COMPLETER_AFTER_SECONDS", 60, "a whole number of seconds")?,
-                    "COMPLETER_AFTER_SECONDS",
-                )?),
-                every: env.millis("COMPLETER_INTERVAL_MS", 5_000)?,
-                lease_margin: env.millis("IDEMPOTENCY_LEASE_MARGIN_MS", 15_000)?,
-                key_retention: Duration::from_secs(
-                    3600 * positive(
-                        env.parse(
-                            "IDEMPOTENCY_KEY_RETENTION_HOURS",
-                            24,
-                            "a whole number of hours",
-                        )?,
-                        "IDEMPOTENCY_KEY_RETENTION_HOURS",
-                    )?,
-                ),
-            },
+            recovery: recovery_config(env)?,
         })
+    }
+}
+
+fn seconds(env: &Env, name: &str, default: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(positive(
+        env.parse(name, default, "a whole number of seconds")?,
+        name,
+    )?))
+}
+
+fn recovery_config(env: &Env) -> Result<RecoveryConfig, ConfigError> {
+    let recovery = RecoveryConfig {
+        abandoned_after: seconds(env, "COMPLETER_AFTER_SECONDS", 60)?,
+        debit_resume_window: seconds(env, "DEBIT_RESUME_WINDOW_SECONDS", 60)?,
+        manual_review_after: seconds(env, "MANUAL_REVIEW_AFTER_SECONDS", 3600)?,
+        backoff_initial: env.millis("COMPLETER_BACKOFF_INITIAL_MS", 1_000)?,
+        backoff_max: seconds(env, "COMPLETER_BACKOFF_MAX_SECONDS", 300)?,
+        concurrency: bounded(
+            env.parse("COMPLETER_CONCURRENCY", 8, "a whole number")?,
+            "COMPLETER_CONCURRENCY",
+            1..=256,
+        )?,
+        every: env.millis("COMPLETER_INTERVAL_MS", 5_000)?,
+        lease_margin: env.millis("IDEMPOTENCY_LEASE_MARGIN_MS", 15_000)?,
+        key_retention: Duration::from_secs(
+            3600 * positive(
+                env.parse(
+                    "IDEMPOTENCY_KEY_RETENTION_HOURS",
+                    24,
+                    "a whole number of hours",
+                )?,
+                "IDEMPOTENCY_KEY_RETENTION_HOURS",
+            )?,
+        ),
+    };
+    if recovery.backoff_max < recovery.backoff_initial {
+        return Err(ConfigError(
+            "COMPLETER_BACKOFF_MAX_SECONDS must not be below COMPLETER_BACKOFF_INITIAL_MS".into(),
+        ));
+    }
+    Ok(recovery)
+}
+
+fn bounded(
+    value: usize,
+    name: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError(format!(
+            "{name} must be between {} and {}, got {value}",
+            range.start(),
+            range.end()
+        )))
     }
 }
 
@@ -471,7 +510,7 @@ fn webhook_config(env: &Env, defaults: Defaults) -> Result<WebhookConfig, Config
                     .into(),
             )
         })?;
-    Ok(WebhookConfig {
+    let webhooks = WebhookConfig {
         drain: flag(env, "WEBHOOK_DRAINER", true)?,
         url: http_url("RGS_WEBHOOK_URL", url)?,
         key: webhook_key(secret)?,
@@ -480,18 +519,17 @@ fn webhook_config(env: &Env, defaults: Defaults) -> Result<WebhookConfig, Config
                 .unwrap_or("1s,5s,15s,60s,300s"),
         )?,
         attempt_timeout: env.millis("WEBHOOK_TIMEOUT_MS", 5_000)?,
-        concurrency: positive(
+        concurrency: bounded(
             env.parse("WEBHOOK_CONCURRENCY", 16, "a whole number")?,
             "WEBHOOK_CONCURRENCY",
+            1..=1024,
         )?,
-        batch_size: positive(
+        batch_size: bounded(
             env.parse("WEBHOOK_BATCH_SIZE", 100, "a whole number")?,
             "WEBHOOK_BATCH_SIZE",
+            1..=1000,
         )?,
-        lease: Duration::from_secs(positive(
-            env.parse("WEBHOOK_LEASE_SECONDS", 60, "a whole number of seconds")?,
-            "WEBHOOK_LEASE_SECONDS",
-        )?),
+        lease: seconds(env, "WEBHOOK_LEASE_SECONDS", 60)?,
         poll_interval: env.millis("WEBHOOK_POLL_INTERVAL_MS", 1_000)?,
         retention: Duration::from_secs(
             3600 * positive(
@@ -499,8 +537,22 @@ fn webhook_config(env: &Env, defaults: Defaults) -> Result<WebhookConfig, Config
                 "WEBHOOK_RETENTION_HOURS",
             )?,
         ),
-    })
+    };
+    // Every claimed event starts at once, so a claim must outlast one attempt and the
+    // recording of its outcome; a shorter lease lets a second drainer send it meanwhile.
+    if webhooks.lease < webhooks.attempt_timeout + WEBHOOK_RECORDING_MARGIN {
+        return Err(ConfigError(format!(
+            "WEBHOOK_LEASE_SECONDS must exceed WEBHOOK_TIMEOUT_MS by at least {} s, got a lease of {} s for attempts of {} ms",
+            WEBHOOK_RECORDING_MARGIN.as_secs(),
+            webhooks.lease.as_secs(),
+            webhooks.attempt_timeout.as_millis()
+        )));
+    }
+    Ok(webhooks)
 }
+
+/// What a claimed event's lease must leave, past one attempt, to record its outcome.
+const WEBHOOK_RECORDING_MARGIN: Duration = Duration::from_secs(1);
 
 fn flag(env: &Env, name: &str, default: bool) -> Result<bool, ConfigError> {
     match env

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub outbox_oldest_due_age: Gauge,
     pub db_connections: IntGaugeVec,
     pub governor_redis_up: IntGauge,
+    pub background_restarts: IntCounterVec,
+    pub background_loop_up: IntGaugeVec,
+    pub recovery_attempts: IntCounterVec,
+    pub under_review: IntGauge,
 }
 
 fn histogram(name: &str, help: &str) -> HistogramOpts {
@@ -102,6 +106,35 @@ impl Metrics {
                 "1 while the operator governor is shared through Redis, 0 while it runs in process",
             )
             .expect("valid metric"),
+            background_restarts: IntCounterVec::new(
+                Opts::new(
+                    "hub_background_restarts_total",
+                    "Restarts of a background loop after it panicked, failed or ended early",
+                ),
+                &["loop"],
+            )
+            .expect("valid metric"),
+            background_loop_up: IntGaugeVec::new(
+                Opts::new(
+                    "hub_background_loop_up",
+                    "1 while a background loop runs, 0 while it keeps failing",
+                ),
+                &["loop"],
+            )
+            .expect("valid metric"),
+            recovery_attempts: IntCounterVec::new(
+                Opts::new(
+                    "hub_recovery_attempts_total",
+                    "The completer's attempts on transactions whose outcome is unknown, by result",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            under_review: IntGauge::new(
+                "hub_transactions_under_review",
+                "PENDING transactions flagged for manual review (as of the completer's last round)",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register();
@@ -109,7 +142,11 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(self.background_restarts.clone()),
+            Box::new(self.background_loop_up.clone()),
+            Box::new(self.recovery_attempts.clone()),
+            Box::new(self.under_review.clone()),
             Box::new(self.governor_redis_up.clone()),
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),

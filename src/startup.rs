@@ -17,7 +17,7 @@ use crate::operator::{CircuitBreaker, Governor, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
 use crate::signature::Verifier;
 use crate::store::{Store, StoreError};
-use crate::wallet::completer::RecoveryConfig;
+use crate::supervisor::{RestartBackoff, Supervisor};
 use crate::wallet::{WalletParts, WalletService};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct Application {
     retention: Duration,
     drain: bool,
     wallet: WalletService,
-    recovery: RecoveryConfig,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -65,6 +65,7 @@ impl Application {
         let addr = listener.local_addr().map_err(listen_error)?;
         let outbox_wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new());
+        let supervisor = Supervisor::new(RestartBackoff::DEFAULT, metrics.clone());
         let governor = Governor::new(
             config.operator.requests_per_minute,
             config.operator.redis_url.as_deref(),
@@ -77,7 +78,7 @@ impl Application {
             breaker: breaker.clone(),
             governor,
             operator_deadline: config.operator.retry.deadline,
-            lease_margin: config.recovery.lease_margin,
+            recovery: config.recovery.clone(),
             outbox_wake: outbox_wake.clone(),
             metrics: metrics.clone(),
         };
@@ -91,6 +92,7 @@ impl Application {
             body_limit: config.body_limit_bytes,
             store: store.clone(),
             admin_token: config.admin_token.clone(),
+            supervisor: supervisor.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -123,7 +125,7 @@ impl Application {
             retention: config.webhooks.retention,
             drain: config.webhooks.drain,
             wallet,
-            recovery: config.recovery.clone(),
+            supervisor,
         })
     }
 
@@ -140,31 +142,51 @@ impl Application {
         self.drainer.clone()
     }
 
+    /// The supervisor of this hub's background loops (`/ready` reports the failing ones).
+    pub fn supervisor(&self) -> Supervisor {
+        self.supervisor.clone()
+    }
+
     /// Runs until `cancel` fires, then stops taking requests and claiming webhooks, lets
     /// in-flight requests and deliveries finish, releases claimed webhooks it did not start,
     /// and returns.
     pub async fn run_until_cancelled(self, cancel: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let mut background = vec![tokio::spawn(
-            self.wallet
-                .recover_until_cancelled(self.recovery, cancel.clone()),
-        )];
+        let supervisor = self.supervisor;
+        let (wallet, stop) = (self.wallet.clone(), cancel.clone());
+        let mut background = vec![
+            supervisor.spawn("completer", cancel.clone(), move |health| {
+                wallet.clone().recover_until_cancelled(stop.clone(), health)
+            }),
+        ];
+        let (wallet, stop) = (self.wallet, cancel.clone());
+        background.push(
+            supervisor.spawn("key_reaper", cancel.clone(), move |health| {
+                wallet.clone().reap_until_cancelled(stop.clone(), health)
+            }),
+        );
         if self.drain {
-            background.push(tokio::spawn(
-                self.drainer.run_until_cancelled(cancel.clone()),
-            ));
-            background.push(tokio::spawn(retention::prune_until_cancelled(
-                self.store,
-                self.retention,
-                cancel.clone(),
-            )));
+            let (drainer, stop) = (self.drainer, cancel.clone());
+            background.push(supervisor.spawn("drainer", cancel.clone(), move |health| {
+                drainer.clone().run_until_cancelled(stop.clone(), health)
+            }));
+            let (store, retention, stop) = (self.store, self.retention, cancel.clone());
+            background.push(
+                supervisor.spawn("retention", cancel.clone(), move |health| {
+                    retention::prune_until_cancelled(store.clone(), retention, stop.clone(), health)
+                }),
+            );
             if let Some(url) = self.listen_url {
-                background.push(tokio::spawn(listener::listen_until_cancelled(
-                    url,
-                    self.outbox_wake,
-                    cancel.clone(),
-                )));
+                let (wake, stop) = (self.outbox_wake, cancel.clone());
+                background.push(supervisor.spawn("listener", cancel.clone(), move |health| {
+                    listener::listen_until_cancelled(
+                        url.clone(),
+                        wake.clone(),
+                        stop.clone(),
+                        health,
+                    )
+                }));
             }
         }
         cancel.cancelled().await;

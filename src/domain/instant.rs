@@ -1,6 +1,25 @@
-//! Time bounds typed by people: an RFC 3339 instant, or a UTC date meaning the whole day.
+//! Time bounds typed by people (an RFC 3339 instant, or a UTC date meaning the whole day),
+//! and time arithmetic that saturates instead of panicking.
+
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta};
+
+/// `at + span`, saturating: a span from configuration or from outside must never panic.
+pub fn later_by(at: NaiveDateTime, span: Duration) -> NaiveDateTime {
+    TimeDelta::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_add_signed(span))
+        .unwrap_or(NaiveDateTime::MAX)
+}
+
+/// `at - span`, saturating.
+pub fn earlier_by(at: NaiveDateTime, span: Duration) -> NaiveDateTime {
+    TimeDelta::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_sub_signed(span))
+        .unwrap_or(NaiveDateTime::MIN)
+}
 
 /// The start of a window: the instant itself, or the first moment of the date.
 pub fn window_start(text: &str) -> Option<NaiveDateTime> {

@@ -80,20 +80,40 @@ impl WalletRequest {
     /// What makes two requests "the same" for an Idempotency-Key: the operation and every
     /// field, independent of key order and whitespace.
     pub fn fingerprint(&self, kind: TransactionKind) -> String {
-        let mut hasher = Sha256::new();
-        for part in [
+        fingerprint(
             kind.as_str(),
             &self.player_id,
-            &self.amount_minor.to_string(),
+            self.amount_minor,
             self.currency.code(),
             &self.ref_id,
-            self.meta.as_deref().unwrap_or("null"),
-        ] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part.as_bytes());
-        }
-        hex::encode(hasher.finalize())
+            self.meta.as_deref(),
+        )
     }
+}
+
+/// What identifies a request for its Idempotency-Key: every field that decides what money
+/// moves. Computable from a stored transaction too, whose columns hold exactly these.
+pub fn fingerprint(
+    kind: &str,
+    player_id: &str,
+    amount_minor: i64,
+    currency: &str,
+    ref_id: &str,
+    meta: Option<&str>,
+) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        kind,
+        player_id,
+        &amount_minor.to_string(),
+        currency,
+        ref_id,
+        meta.unwrap_or("null"),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 type Fields = serde_json::Map<String, Value>;

@@ -81,6 +81,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::Wallet(WalletError::KeyReused) => "IDEMPOTENCY_KEY_REUSED",
             ApiError::Wallet(WalletError::InProgress) => "REQUEST_IN_PROGRESS",
+            ApiError::Wallet(WalletError::ResumeWindowPassed) => "RESUME_WINDOW_PASSED",
             ApiError::Wallet(WalletError::DuplicateRefId) => "DUPLICATE_REF_ID",
             ApiError::Wallet(
                 WalletError::OperatorUnavailable { .. } | WalletError::CircuitOpen { .. },
@@ -133,9 +134,11 @@ impl ResponseError for ApiError {
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Wallet(WalletError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Wallet(WalletError::InProgress | WalletError::DuplicateRefId) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Wallet(
+                WalletError::InProgress
+                | WalletError::DuplicateRefId
+                | WalletError::ResumeWindowPassed,
+            ) => StatusCode::CONFLICT,
             ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => StatusCode::BAD_GATEWAY,
             ApiError::Wallet(WalletError::CircuitOpen { .. } | WalletError::RateLimited { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::operator::CircuitBreaker;
 use crate::signature::Verifier;
 use crate::store::Store;
+use crate::supervisor::Supervisor;
 use crate::wallet::WalletService;
 
 /// What the handlers share.
@@ -33,6 +34,7 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub breaker: Arc<CircuitBreaker>,
     pub metrics: Arc<Metrics>,
+    pub supervisor: Supervisor,
 }
 
 /// One route of the API. The table below registers the routes and is what the OpenAPI

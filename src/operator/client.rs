@@ -1,11 +1,14 @@
 //! HTTP client for the operator with retries inside one deadline.
 //!
-//! 5xx, timeouts and connection errors back off exponentially with jitter; a 429 waits exactly
-//! its `Retry-After`; other 4xx and every readable wallet status are final. The same
+//! Only a readable wallet status decides. 5xx, timeouts, connection errors and every answer
+//! that is not a wallet status (a redirect, a gateway's HTML page, an idempotency layer's
+//! "409 in progress", an unknown status string) mean "outcome unknown": they back off
+//! exponentially with jitter inside one deadline, and past it the call is unavailable (the
+//! transaction stays `PENDING`). A 429 waits its `Retry-After`, clamped. The same
 //! transaction id is sent on every attempt, so retrying never charges twice.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
@@ -19,10 +22,16 @@ use chrono::SecondsFormat;
 
 use super::governor::{Governor, Refusal};
 use super::listing::{self, ListQuery, Page};
-use super::{response, retry_after, Decision, DeclineReason, OperatorCall, OperatorError};
+use super::{response, Decision, OperatorCall, OperatorError};
 use crate::config::{OperatorConfig, RetryConfig};
 use crate::domain::TransactionKind;
 use crate::metrics::Metrics;
+use crate::outbound::{self, BodyError};
+
+/// A wallet answer is a few hundred bytes; anything past this is not one.
+const MAX_WALLET_ANSWER_BYTES: usize = 64 * 1024;
+/// A listing page holds at most a few thousand transactions.
+const MAX_LISTING_PAGE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct OperatorClient {
@@ -70,10 +79,7 @@ impl OperatorClient {
         metrics: Arc<Metrics>,
         governor: Arc<Governor>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
+        let http = outbound::client_builder().build()?;
         Ok(Self {
             http,
             base_url: config.base_url.clone(),
@@ -91,11 +97,41 @@ impl OperatorClient {
         call: &OperatorCall,
         first_slot_taken: bool,
     ) -> Result<Decision, OperatorError> {
+        let pacing = Pacing::Governed { first_slot_taken };
+        self.send(call, pacing, self.retry.deadline).await
+    }
+
+    /// Like [`Self::execute`] within `budget` instead of the configured deadline: the
+    /// recovery policy's attempts are short, and its own schedule spaces them out.
+    #[tracing::instrument(skip_all, fields(transaction_id = %call.transaction_id))]
+    pub async fn execute_within(
+        &self,
+        call: &OperatorCall,
+        budget: Duration,
+    ) -> Result<Decision, OperatorError> {
+        let pacing = Pacing::Governed {
+            first_slot_taken: false,
+        };
+        self.send(call, pacing, budget).await
+    }
+
+    /// How long one attempt may take.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.retry.attempt_timeout
+    }
+
+    async fn send(
+        &self,
+        call: &OperatorCall,
+        pacing: Pacing,
+        budget: Duration,
+    ) -> Result<Decision, OperatorError> {
         let url = self.url(call);
         let body = wallet_body(call);
-        let pacing = Pacing::Governed { first_slot_taken };
-        self.with_retries(pacing, |timeout| self.attempt(&url, &body, call, timeout))
-            .await
+        self.with_retries(pacing, budget, |timeout| {
+            self.attempt(&url, &body, call, timeout)
+        })
+        .await
     }
 
     /// One page of the operator's transactions created in `[start, end]`, ordered by id.
@@ -119,20 +155,25 @@ impl OperatorClient {
         if let Some(cursor) = &query.cursor {
             url.query_pairs_mut().append_pair("cursor", cursor);
         }
-        self.with_retries(Pacing::Free, |timeout| {
+        self.with_retries(Pacing::Free, self.retry.deadline, |timeout| {
             self.fetch_page(url.clone(), timeout)
         })
         .await
     }
 
     /// Runs `attempt` until it decides, or until the deadline would pass before the next try.
-    async fn with_retries<T, F, Fut>(&self, pacing: Pacing, attempt: F) -> Result<T, OperatorError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        pacing: Pacing,
+        budget: Duration,
+        attempt: F,
+    ) -> Result<T, OperatorError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
     {
         let started = Instant::now();
-        let result = self.retry_until_deadline(pacing, attempt).await;
+        let result = self.retry_until_deadline(pacing, budget, attempt).await;
         let outcome = match &result {
             Ok(_) => "answered",
             Err(OperatorError::Refused(_)) => "refused",
@@ -151,13 +192,14 @@ impl OperatorClient {
     async fn retry_until_deadline<T, F, Fut>(
         &self,
         pacing: Pacing,
+        budget: Duration,
         mut attempt: F,
     ) -> Result<T, OperatorError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
     {
-        let deadline = Instant::now() + self.retry.deadline;
+        let deadline = Instant::now() + budget;
         let mut intervals = self.intervals();
         let mut attempts = 0;
         loop {
@@ -206,7 +248,10 @@ impl OperatorClient {
             let wait = retry_after
                 .or_else(|| intervals.next_backoff())
                 .unwrap_or(Duration::ZERO);
-            if Instant::now() + wait >= deadline {
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|next_try| next_try >= deadline)
+            {
                 tracing::warn!(attempts, %failure, "operator call gave up at its deadline");
                 return Err(OperatorError::Unavailable {
                     attempts,
@@ -221,7 +266,7 @@ impl OperatorClient {
 
     async fn fetch_page(&self, url: reqwest::Url, timeout: Duration) -> Attempt<Page> {
         let sent = self.http.get(url).timeout(timeout).send().await;
-        let (status, body) = match read_answer(sent, timeout).await {
+        let (status, body) = match read_answer(sent, timeout, MAX_LISTING_PAGE_BYTES).await {
             Ok(answer) => answer,
             Err(retry) => return retry,
         };
@@ -274,25 +319,20 @@ impl OperatorClient {
             .body(body.to_owned())
             .send()
             .await;
-        let (status, body) = match read_answer(sent, timeout).await {
+        let (status, body) = match read_answer(sent, timeout, MAX_WALLET_ANSWER_BYTES).await {
             Ok(answer) => answer,
             Err(retry) => return retry,
         };
-        match (
-            response::decision(&body, call.currency),
-            status.is_success(),
-        ) {
-            (Some(decision), _) => Attempt::Decided(decision),
-            // A success we cannot read may still have moved money: ask again with the same id.
-            (None, true) => retry(
-                "unreadable",
-                format!("operator answered {status} with an unreadable body"),
+        match response::decision(&body, call.currency) {
+            // A redirect is never the answer to our POST, whatever its body says.
+            Some(decision) if !status.is_redirection() => Attempt::Decided(decision),
+            // Not a wallet answer: the operator may or may not have moved the money. Ask
+            // again with the same transaction id; past the deadline the call stays unknown.
+            _ => retry(
+                "unknown_answer",
+                format!("operator answered {status} without a wallet status"),
                 None,
             ),
-            (None, false) => Attempt::Decided(Decision::Declined {
-                reason: DeclineReason::OperatorError,
-                message: format!("operator refused the request with {status}"),
-            }),
         }
     }
 }
@@ -305,16 +345,17 @@ fn retry<T>(kind: &'static str, failure: String, retry_after: Option<Duration>) 
     }
 }
 
-/// The status and body of an answer the operator meant to give, or the retry that a
-/// transport failure, a 429 or a 5xx calls for.
+/// The status and (bounded) body of an answer the operator meant to give, or the retry that
+/// a transport failure, a 429, a 5xx or an oversized body calls for.
 async fn read_answer<T>(
     sent: Result<reqwest::Response, reqwest::Error>,
     timeout: Duration,
+    limit: usize,
 ) -> Result<(StatusCode, Bytes), Attempt<T>> {
     let response = sent.map_err(|error| transport_failure(&error, timeout))?;
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        let wait = retry_after_of(&response);
+        let wait = outbound::retry_after_of(response.headers());
         return Err(retry(
             "rate_limited",
             "operator answered 429 Too Many Requests".into(),
@@ -328,19 +369,15 @@ async fn read_answer<T>(
             None,
         ));
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| transport_failure(&error, timeout))?;
-    Ok((status, body))
-}
-
-fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| retry_after::parse(v, SystemTime::now()))
+    match outbound::read_body(response, limit).await {
+        Ok(body) => Ok((status, body)),
+        Err(BodyError::Transport(error)) => Err(transport_failure(&error, timeout)),
+        Err(BodyError::TooLarge(too_large)) => Err(retry(
+            "unknown_answer",
+            format!("operator answered {status}: {too_large}"),
+            None,
+        )),
+    }
 }
 
 fn wallet_body(call: &OperatorCall) -> String {

@@ -5,7 +5,6 @@ mod client;
 pub mod governor;
 pub mod listing;
 mod response;
-pub mod retry_after;
 
 use std::time::Duration;
 
@@ -48,8 +47,6 @@ pub enum DeclineReason {
     CurrencyMismatch,
     /// The operator answered `FAILED` without a more precise status.
     OperatorDeclined,
-    /// The operator refused the request itself (a 4xx without a wallet status).
-    OperatorError,
 }
 
 impl DeclineReason {
@@ -59,8 +56,19 @@ impl DeclineReason {
             DeclineReason::PlayerNotFound => "PLAYER_NOT_FOUND",
             DeclineReason::CurrencyMismatch => "CURRENCY_MISMATCH",
             DeclineReason::OperatorDeclined => "OPERATOR_DECLINED",
-            DeclineReason::OperatorError => "OPERATOR_ERROR",
         }
+    }
+
+    /// The reason a stored `code` names (the inverse of [`Self::code`]).
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            DeclineReason::InsufficientFunds,
+            DeclineReason::PlayerNotFound,
+            DeclineReason::CurrencyMismatch,
+            DeclineReason::OperatorDeclined,
+        ]
+        .into_iter()
+        .find(|reason| reason.code() == code)
     }
 }
 

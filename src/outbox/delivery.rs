@@ -1,11 +1,11 @@
 //! One HTTP attempt to hand an event to the RGS.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
 use super::signer::WebhookSigner;
-use crate::operator::retry_after;
+use crate::outbound;
 use crate::store::outbox::OutboxRow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,15 +66,14 @@ pub async fn attempt(
     };
     let status = response.status();
     let retry_after = match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry_after::parse(v, SystemTime::now())),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            outbound::retry_after_of(response.headers())
+        }
         _ => None,
     };
     Attempted {
         status_code: Some(status.as_u16()),
+        // Only a 2xx to the POST itself is a delivery: a redirect is not followed, and fails.
         error: (!status.is_success()).then(|| format!("the RGS answered {status}")),
         retry_after,
         gone: status == StatusCode::GONE,

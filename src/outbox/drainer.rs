@@ -1,22 +1,32 @@
 //! The drainer: claims due events under a lease, delivers them with bounded concurrency,
-//! records every attempt, and reschedules or dead-letters failures.
+//! records each outcome as it lands, and reschedules or dead-letters failures.
+//!
+//! It claims only as many events as it has free delivery slots, so every claimed event is
+//! on its way at once: a claim's lease need only outlast one attempt (validated at start),
+//! a slow RGS answer holds back nothing but its own slot, and a crash re-sends only what
+//! was in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::delivery::{self, Attempted};
+use super::recorder::Recorder;
 use super::schedule::{Next, RetrySchedule};
 use super::signer::WebhookSigner;
 use crate::config::WebhookConfig;
+use crate::domain::instant::later_by;
 use crate::metrics::Metrics;
+use crate::outbound;
 use crate::store::outbox::{self, AfterAttempt, AttemptRow, OutboxRow};
 use crate::store::{Store, StoreError};
+use crate::supervisor::LoopHealth;
 
 fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
@@ -37,6 +47,7 @@ pub struct Drainer {
     /// Identifies this drainer's claims; unique per process start.
     worker: String,
     wake: Arc<Notify>,
+    recorder: Recorder,
     metrics: Arc<Metrics>,
 }
 
@@ -47,12 +58,11 @@ impl Drainer {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
+        let http = outbound::client_builder()
             .pool_max_idle_per_host(config.concurrency)
-            .tcp_nodelay(true)
             .build()?;
         Ok(Self {
+            recorder: Recorder::new(store.clone()),
             store,
             http,
             url: config.url.clone(),
@@ -74,86 +84,89 @@ impl Drainer {
         &self.worker
     }
 
-    /// Claims due events for this drainer. A drainer that dies after claiming holds them
-    /// until the lease ends; then any drainer may claim them again.
-    pub async fn claim(&self) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Claims up to `limit` due events for this drainer. A drainer that dies after claiming
+    /// holds them until the lease ends; then any drainer may claim them again.
+    pub async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let (worker, lease_until, limit) = (
             self.worker.clone(),
-            now() + self.lease,
-            self.batch_size as i64,
+            later_by(now(), self.lease),
+            i64::try_from(limit).unwrap_or(i64::MAX),
         );
         self.store
             .run(move |conn| outbox::claim_due(conn, &worker, now(), lease_until, limit))
             .await
     }
 
-    /// Claims one batch, delivers it, and records every attempt in one database transaction;
-    /// returns how many were claimed. Once `cancel` fires, events not yet started are released
-    /// instead of delivered.
-    pub async fn run_once(&self, cancel: &CancellationToken) -> Result<usize, StoreError> {
-        let events = self.claim().await?;
+    /// The most events one claim may take: one per free slot, at most a batch.
+    fn claim_size(&self, in_flight: usize) -> usize {
+        self.concurrency
+            .saturating_sub(in_flight)
+            .min(self.batch_size)
+    }
+
+    /// One round, deterministically: claims what fits in the free slots, delivers it all,
+    /// and returns once every outcome is recorded; returns how many events it claimed.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let events = self.claim(self.claim_size(0)).await?;
         let claimed = events.len();
-        let outcomes: Vec<Result<(AttemptRow, AfterAttempt), String>> =
-            futures_util::stream::iter(events)
-                .map(|event| async move {
-                    if cancel.is_cancelled() {
-                        Err(event.id)
-                    } else {
-                        Ok(self.deliver(event).await)
-                    }
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
-        let (mut attempts, mut unstarted) = (Vec::new(), Vec::new());
-        for outcome in outcomes {
-            match outcome {
-                Ok(attempt) => attempts.push(attempt),
-                Err(event_id) => unstarted.push(event_id),
-            }
-        }
-        // If recording fails, the leases bring the events back: delivered again, never lost.
-        if !unstarted.is_empty() {
-            if let Err(error) = self.release(unstarted).await {
-                tracing::warn!(%error, "could not release unstarted webhooks; their leases will lapse");
-            }
-        }
-        if !attempts.is_empty() {
-            let recorded = attempts.len();
-            let moved = self
-                .store
-                .run(move |conn| outbox::record_attempts(conn, &attempts, now()))
-                .await;
-            match moved {
-                Ok(moved) if moved < recorded => tracing::warn!(
-                    lapsed = recorded - moved,
-                    "leases lapsed during delivery; another drainer owns those webhooks now"
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "could not record webhook attempts"),
-            }
-        }
+        let mut deliveries: FuturesUnordered<_> = events
+            .into_iter()
+            .map(|event| self.deliver_and_record(event))
+            .collect();
+        while deliveries.next().await.is_some() {}
         Ok(claimed)
     }
 
-    /// Drains until `cancel` fires: at once when woken (a commit in this process or, on
-    /// Postgres, in any replica), otherwise every poll interval. In-flight deliveries finish
-    /// before it returns.
-    pub async fn run_until_cancelled(self, cancel: CancellationToken) {
+    /// Drains until `cancel` fires, refilling free slots as deliveries finish: at once when
+    /// woken (a commit in this process or, on Postgres, in any replica), otherwise every
+    /// poll interval. In-flight deliveries finish, and are recorded, before it returns.
+    /// A claim that fails is returned as the error after in-flight work is recorded, so
+    /// that the supervisor counts it and runs the loop again.
+    pub async fn run_until_cancelled(
+        self,
+        cancel: CancellationToken,
+        health: LoopHealth,
+    ) -> Result<(), StoreError> {
         tracing::info!(worker = %self.worker, url = %crate::config::redact_url(&self.url), "webhook drainer started");
-        while !cancel.is_cancelled() {
-            match self.run_once(&cancel).await {
-                Ok(claimed) if claimed == self.batch_size => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "could not claim webhooks; will try again"),
+        let mut in_flight = FuturesUnordered::new();
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the last claim may have left due events behind.
+        let mut more_due = true;
+        let mut failure = None;
+        while !cancel.is_cancelled() && failure.is_none() {
+            let room = self.claim_size(in_flight.len());
+            if more_due && room > 0 {
+                match self.claim(room).await {
+                    Ok(events) => {
+                        health.round_succeeded();
+                        more_due = events.len() == room;
+                        in_flight.extend(events.into_iter().map(|e| self.deliver_and_record(e)));
+                        if more_due && self.claim_size(in_flight.len()) > 0 {
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        continue;
+                    }
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = self.wake.notified() => more_due = true,
+                _ = poll.tick() => more_due = true,
             }
         }
+        while in_flight.next().await.is_some() {}
         tracing::info!(worker = %self.worker, "webhook drainer stopped");
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn deliver_and_record(&self, event: OutboxRow) {
+        let outcome = self.deliver(event).await;
+        self.recorder.record(outcome).await;
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id, correlation_id = event.correlation_id.as_deref().unwrap_or("")))]
@@ -213,20 +226,13 @@ impl Drainer {
         if result.error.is_none() {
             return AfterAttempt::Delivered;
         }
+        let attempt = u32::try_from(attempt).unwrap_or(1).max(1);
         match self
             .schedule
-            .after_failure(attempt.max(1) as u32, result.retry_after, result.gone)
+            .after_failure(attempt, result.retry_after, result.gone)
         {
-            Next::RetryIn(wait) => AfterAttempt::RetryAt(now() + wait),
+            Next::RetryIn(wait) => AfterAttempt::RetryAt(later_by(now(), wait)),
             Next::DeadLetter => AfterAttempt::DeadLetter,
         }
-    }
-
-    async fn release(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        let worker = self.worker.clone();
-        self.store
-            .run(move |conn| outbox::release(conn, &ids, &worker, now()).map_err(StoreError::from))
-            .await
-            .map(|_| ())
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 mod delivery;
 mod drainer;
 pub mod listener;
+mod recorder;
 pub mod retention;
 mod schedule;
 pub mod signer;

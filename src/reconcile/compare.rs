@@ -162,6 +162,9 @@ mod tests {
             correlation_id: None,
             created_at: at,
             updated_at: at,
+            recovery_attempts: 0,
+            next_recovery_at: None,
+            review_since: None,
         }
     }
 

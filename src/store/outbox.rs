@@ -177,25 +177,6 @@ pub fn record_attempts(
     })
 }
 
-/// Gives claimed events back without an attempt, so that another drainer can take them now.
-pub fn release(
-    conn: &mut DbConnection,
-    ids: &[String],
-    worker: &str,
-    now: NaiveDateTime,
-) -> QueryResult<usize> {
-    use webhook_outbox::dsl as o;
-    let held = o::webhook_outbox
-        .filter(o::id.eq_any(ids))
-        .filter(o::locked_by.eq(worker));
-    let released = (
-        o::locked_until.eq(None::<NaiveDateTime>),
-        o::locked_by.eq(None::<String>),
-        o::updated_at.eq(now),
-    );
-    with_conn!(conn, |c| diesel::update(held).set(released).execute(c))
-}
-
 /// Every event recorded for one transaction, oldest first.
 pub fn for_transaction(
     conn: &mut DbConnection,

@@ -18,6 +18,9 @@ diesel::table! {
         correlation_id -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        recovery_attempts -> Integer,
+        next_recovery_at -> Nullable<Timestamp>,
+        review_since -> Nullable<Timestamp>,
     }
 }
 

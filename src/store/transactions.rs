@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::transactions;
-use super::{with_conn, DbConnection};
+use super::{with_conn, DbConnection, StoreError};
 
 pub const PENDING: &str = "PENDING";
 pub const COMPLETED: &str = "COMPLETED";
@@ -28,6 +28,12 @@ pub struct TransactionRow {
     pub correlation_id: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Rounds of the completer on this transaction while it was `PENDING`.
+    pub recovery_attempts: i32,
+    /// When the completer may next act on it; `None` once settled or parked for review.
+    pub next_recovery_at: Option<NaiveDateTime>,
+    /// When it was flagged for a person to look at, if it was.
+    pub review_since: Option<NaiveDateTime>,
 }
 
 /// The operator's decision, written once onto a `PENDING` row.
@@ -39,6 +45,8 @@ pub struct Settlement {
     pub balance_cents: Option<i64>,
     pub operator_reference: Option<String>,
     pub updated_at: NaiveDateTime,
+    /// Always `None`: a settled transaction leaves the completer's queue.
+    pub next_recovery_at: Option<NaiveDateTime>,
 }
 
 impl Settlement {
@@ -50,6 +58,7 @@ impl Settlement {
             balance_cents: self.balance_cents,
             operator_reference: self.operator_reference.clone(),
             updated_at: self.updated_at,
+            next_recovery_at: self.next_recovery_at,
             ..pending.clone()
         }
     }
@@ -115,23 +124,83 @@ pub fn page_by_id(
         .load(c))
 }
 
-/// Transactions still `PENDING` since before `older_than` whose Idempotency-Key nobody holds:
-/// their client gave up or their replica died. With the key each belongs to.
-pub fn abandoned(
+/// What the completer does with a due transaction it takes off its queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Reschedule {
+    /// When it is due again if this round does not settle it.
+    pub next_recovery_at: Option<NaiveDateTime>,
+    /// Flag it for review now (kept if it already was).
+    pub flag_for_review: bool,
+}
+
+/// Takes up to `limit` due `PENDING` transactions off the completer's queue, fewest rounds
+/// first, and moves each one on as `plan` says (one more round, its next due time, the
+/// review flag) before anyone calls the operator: a round that crashes or fails leaves it
+/// rescheduled, never stuck at the head of the queue. Returns them as they now read.
+pub fn take_due(
     conn: &mut DbConnection,
-    older_than: NaiveDateTime,
     now: NaiveDateTime,
     limit: i64,
-) -> QueryResult<Vec<(TransactionRow, String)>> {
-    use super::schema::idempotency_keys as keys;
+    plan: impl Fn(&TransactionRow) -> Reschedule,
+) -> Result<Vec<TransactionRow>, StoreError> {
+    use transactions::dsl as t;
+    conn.write_transaction(|conn| {
+        // Expanded per backend: `as_select` is typed by the backend it loads from.
+        macro_rules! due {
+            () => {
+                t::transactions
+                    .filter(t::status.eq(PENDING))
+                    .filter(t::next_recovery_at.le(now))
+                    .order((t::recovery_attempts.asc(), t::next_recovery_at.asc()))
+                    .limit(limit)
+                    .select(TransactionRow::as_select())
+            };
+        }
+        // Replicas' completers skip each other's rows (SQLite has one writer at a time).
+        let rows: Vec<TransactionRow> = match conn {
+            DbConnection::Postgres(c) => due!().for_update().skip_locked().load(c)?,
+            DbConnection::Sqlite(c) => due!().load(c)?,
+        };
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in rows {
+            let reschedule = plan(&row);
+            let moved = TransactionRow {
+                recovery_attempts: row.recovery_attempts.saturating_add(1),
+                next_recovery_at: reschedule.next_recovery_at,
+                review_since: row
+                    .review_since
+                    .or(reschedule.flag_for_review.then_some(now)),
+                ..row
+            };
+            let change = (
+                t::recovery_attempts.eq(moved.recovery_attempts),
+                t::next_recovery_at.eq(moved.next_recovery_at),
+                t::review_since.eq(moved.review_since),
+            );
+            let target = t::transactions.filter(t::id.eq(&moved.id));
+            with_conn!(conn, |c| diesel::update(target).set(change).execute(c))?;
+            taken.push(moved);
+        }
+        Ok(taken)
+    })
+}
+
+/// `PENDING` transactions flagged for review, longest-waiting first.
+pub fn under_review(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<TransactionRow>> {
     with_conn!(conn, |c| transactions::table
-        .inner_join(keys::table.on(keys::transaction_id.eq(transactions::id)))
         .filter(transactions::status.eq(PENDING))
-        .filter(transactions::created_at.lt(older_than))
-        .filter(keys::state.eq(super::idempotency_keys::IN_PROGRESS))
-        .filter(keys::locked_until.is_null().or(keys::locked_until.le(now)))
-        .order(transactions::created_at.asc())
+        .filter(transactions::review_since.is_not_null())
+        .order(transactions::review_since.asc())
         .limit(limit)
-        .select((TransactionRow::as_select(), keys::idempotency_key))
+        .select(TransactionRow::as_select())
         .load(c))
+}
+
+/// How many `PENDING` transactions are flagged for review.
+pub fn count_under_review(conn: &mut DbConnection) -> QueryResult<i64> {
+    with_conn!(conn, |c| transactions::table
+        .filter(transactions::status.eq(PENDING))
+        .filter(transactions::review_since.is_not_null())
+        .count()
+        .get_result(c))
 }

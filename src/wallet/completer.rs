@@ -1,65 +1,180 @@
-//! Background recovery: the completer finishes transactions left `PENDING` by clients that
-//! never came back (or replicas that died), and the reaper forgets old idempotency keys.
+//! The recovery policy (DESIGN §8) for transactions whose outcome is unknown, and the key
+//! reaper.
 //!
-//! The completer resumes a transaction exactly as the client's retry would: it must win the
-//! key's lease (so no two replicas, and no returning client, resolve one transaction at
-//! once), calls the operator with the same transaction id (so an applied charge is answered,
-//! not repeated), and settles the transaction, its webhook and the stored answer in one
-//! database transaction. The RGS hears about every charge the operator made.
+//! Every `PENDING` transaction has its own place in the completer's queue
+//! (`next_recovery_at`, `recovery_attempts`). A round takes the due ones, fewest rounds
+//! first, reschedules each with a growing, jittered backoff before anything else happens,
+//! and acts on them concurrently; so one that keeps failing never delays the others, and a
+//! crash mid-round loses nothing.
+//!
+//! - A **credit** is driven forward as the client's retry would: the completer must win
+//!   the key's lease (so no two replicas, and no returning client, resolve one transaction
+//!   at once), calls the operator with the same transaction id (an applied call is
+//!   answered, not repeated) and settles transaction, webhook and stored answer in one
+//!   database transaction. Past `manual_review_after` it is flagged for review and still
+//!   retried.
+//! - A **debit** is resumed only by its own client within `debit_resume_window`; once that
+//!   has passed nobody is waiting for the bet, so it is never charged late: it is parked
+//!   and flagged for review (rollback, when it exists, cancels it instead).
+//!
+//! The completer's calls stay out of the circuit breaker's statistics (they are retries of
+//! calls that already failed) and are not made while the circuit is not closed.
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::NaiveDateTime;
+use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::phases::Lease;
 use super::{now, operator_call, WalletError, WalletService};
-use crate::store::{idempotency_keys, transactions, StoreError};
-
-const BATCH: i64 = 20;
+use crate::domain::instant::{earlier_by, later_by};
+use crate::domain::TransactionKind;
+use crate::operator::BreakerState;
+use crate::store::transactions::{self, Reschedule, TransactionRow};
+use crate::store::{idempotency_keys, StoreError};
+use crate::supervisor::LoopHealth;
 
 #[derive(Debug, Clone)]
 pub struct RecoveryConfig {
-    /// A `PENDING` transaction is abandoned once this old and its key's lease has lapsed.
+    /// A `PENDING` credit is driven forward once this old (and its key's lease has lapsed).
     pub abandoned_after: Duration,
+    /// How long a `PENDING` debit may be resumed by its client's retry.
+    pub debit_resume_window: Duration,
+    /// A transaction still `PENDING` this long after it was created is flagged for review.
+    pub manual_review_after: Duration,
+    /// The wait before the completer's next round on one transaction: `initial`, doubling
+    /// with each round, at most `max`, each ±20 %.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Transactions the completer acts on at once.
+    pub concurrency: usize,
     pub every: Duration,
-    /// Completed idempotency keys older than this are deleted (their refId still guards).
+    /// Completed idempotency keys older than this are deleted (their transaction still
+    /// answers a replay, and its refId still guards).
     pub key_retention: Duration,
-    /// See [`super::WalletParts::lease_margin`].
+    /// See [`super::WalletParts::recovery`].
     pub lease_margin: Duration,
 }
 
-impl WalletService {
-    /// Resolves up to one batch of abandoned transactions; returns how many it settled.
-    pub async fn complete_abandoned(
-        &self,
-        abandoned_after: Duration,
-    ) -> Result<usize, WalletError> {
-        let older_than = now() - abandoned_after;
-        let candidates = self
-            .store
-            .run(move |conn| {
-                transactions::abandoned(conn, older_than, now(), BATCH).map_err(StoreError::from)
-            })
-            .await?;
-        let mut settled = 0;
-        for (pending, key) in candidates {
-            if self.complete_one(pending, key).await? {
-                settled += 1;
-            }
-        }
-        Ok(settled)
+impl RecoveryConfig {
+    /// When a transaction taken for its `round`-th time (1-based) is due again.
+    fn backoff_after(&self, round: i32) -> Duration {
+        let doublings = u32::try_from(round.saturating_sub(1)).unwrap_or(0).min(20);
+        let wait = self
+            .backoff_initial
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max);
+        wait.mul_f64(rand::thread_rng().gen_range(0.8..=1.2))
     }
 
-    async fn complete_one(
-        &self,
-        pending: transactions::TransactionRow,
-        key: String,
-    ) -> Result<bool, WalletError> {
+    /// What a round does to a due transaction before acting on it.
+    fn reschedule(&self, row: &TransactionRow, now: NaiveDateTime) -> Reschedule {
+        if row.kind == TransactionKind::Debit.as_str() {
+            return Reschedule {
+                next_recovery_at: None,
+                flag_for_review: true,
+            };
+        }
+        Reschedule {
+            next_recovery_at: Some(later_by(
+                now,
+                self.backoff_after(row.recovery_attempts.saturating_add(1)),
+            )),
+            flag_for_review: row.created_at <= earlier_by(now, self.manual_review_after),
+        }
+    }
+}
+
+/// What one round did with one transaction: the `result` label of
+/// `hub_recovery_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovered {
+    Settled,
+    /// The operator gave no wallet status in time; due again later.
+    Unknown,
+    /// Its client (or another replica) holds the key right now.
+    LeaseHeld,
+    CircuitNotClosed,
+    /// A debit past its resume window: not charged, flagged for review.
+    ParkedForReview,
+}
+
+impl Recovered {
+    fn label(self) -> &'static str {
+        match self {
+            Recovered::Settled => "settled",
+            Recovered::Unknown => "unknown",
+            Recovered::LeaseHeld => "lease_held",
+            Recovered::CircuitNotClosed => "circuit_not_closed",
+            Recovered::ParkedForReview => "parked_for_review",
+        }
+    }
+}
+
+impl WalletService {
+    /// One round of the recovery policy; returns how many transactions it took.
+    pub async fn recover_round(&self) -> Result<usize, WalletError> {
+        let round_at = now();
+        let policy = self.recovery.clone();
+        let limit = i64::try_from(policy.concurrency).unwrap_or(i64::MAX);
+        let taken = self
+            .store
+            .run(move |conn| {
+                transactions::take_due(conn, round_at, limit, |row| {
+                    policy.reschedule(row, round_at)
+                })
+            })
+            .await?;
+        let count = taken.len();
+        let outcomes =
+            futures_util::future::join_all(taken.into_iter().map(|row| async move {
+                // `take_due` stamps a transaction it flags with the round's own time.
+                if row.review_since == Some(round_at) {
+                    tracing::warn!(transaction_id = %row.id, kind = %row.kind, ref_id = %row.ref_id, "transaction flagged for manual review");
+                }
+                self.recover_one(row).await
+            }))
+            .await;
+        // Every outcome is counted; a failed one does not hide the others.
+        let mut first_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(recovered) => self
+                    .metrics
+                    .recovery_attempts
+                    .with_label_values(&[recovered.label()])
+                    .inc(),
+                Err(error) => {
+                    tracing::warn!(%error, "a recovery attempt failed; it is due again later");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        let under_review = self
+            .store
+            .run(|conn| transactions::count_under_review(conn).map_err(StoreError::from))
+            .await?;
+        self.metrics.under_review.set(under_review);
+        Ok(count)
+    }
+
+    async fn recover_one(&self, pending: TransactionRow) -> Result<Recovered, WalletError> {
+        if pending.kind == TransactionKind::Debit.as_str() {
+            tracing::warn!(transaction_id = %pending.id, ref_id = %pending.ref_id, "a debit's outcome is unknown past its resume window: not charged, parked for review");
+            return Ok(Recovered::ParkedForReview);
+        }
+        if self.breaker.state() != BreakerState::Closed {
+            return Ok(Recovered::CircuitNotClosed);
+        }
+        let key = pending.idempotency_key.clone();
         let lease = Lease {
             token: Uuid::new_v4().to_string(),
-            until: now() + self.lease,
+            until: later_by(now(), self.lease),
         };
         let (taken_key, taken_lease) = (key.clone(), lease.clone());
         let won = self
@@ -76,35 +191,52 @@ impl WalletService {
             })
             .await?;
         if !won {
-            return Ok(false);
+            return Ok(Recovered::LeaseHeld);
         }
-        let Ok(permit) = self.breaker.admit() else {
-            self.release(&key, lease).await;
-            return Ok(false);
-        };
         let correlation_id = pending
             .correlation_id
             .clone()
             .unwrap_or_else(|| format!("completer-{}", pending.id));
         let call = operator_call(&pending, &correlation_id)?;
-        let answered = self.operator.execute(&call, false).await;
-        if let Some(open_for) = permit.record(answered.is_ok()) {
-            self.governor.open_circuit(open_for).await;
-        }
-        let Ok(decision) = answered else {
+        let budget = self.operator.attempt_timeout();
+        let Ok(decision) = self.operator.execute_within(&call, budget).await else {
             self.release(&key, lease).await;
-            return Ok(false);
+            return Ok(Recovered::Unknown);
         };
-        tracing::info!(transaction_id = %pending.id, correlation_id = %correlation_id, "completing an abandoned transaction");
+        tracing::info!(transaction_id = %pending.id, correlation_id = %correlation_id, attempt = pending.recovery_attempts, "the completer resolved a transaction");
         let settled = self
             .settle(key, lease, pending, decision, correlation_id)
             .await?;
-        Ok(settled.is_some())
+        Ok(match settled {
+            Some(_) => Recovered::Settled,
+            None => Recovered::LeaseHeld,
+        })
+    }
+
+    /// Runs the completer until cancelled: a new round at once while rounds come back full,
+    /// otherwise every `config.every`. An error ends the run for the supervisor to restart.
+    pub async fn recover_until_cancelled(
+        self,
+        cancel: CancellationToken,
+        health: LoopHealth,
+    ) -> Result<(), WalletError> {
+        while !cancel.is_cancelled() {
+            let taken = self.recover_round().await?;
+            health.round_succeeded();
+            if taken == self.recovery.concurrency {
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(self.recovery.every) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Deletes completed keys past their retention, in batches; returns how many.
     pub async fn reap_keys(&self, retention: Duration) -> Result<usize, WalletError> {
-        let before = now() - TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX);
+        let before = earlier_by(now(), retention);
         let mut total = 0;
         loop {
             let reaped = self
@@ -120,27 +252,55 @@ impl WalletService {
         }
     }
 
-    /// Runs the completer and the reaper every `config.every` until cancelled.
-    pub async fn recover_until_cancelled(self, config: RecoveryConfig, cancel: CancellationToken) {
+    /// Runs the key reaper every `config.every` until cancelled.
+    pub async fn reap_until_cancelled(
+        self,
+        cancel: CancellationToken,
+        health: LoopHealth,
+    ) -> Result<(), WalletError> {
         while !cancel.is_cancelled() {
-            match self.complete_abandoned(config.abandoned_after).await {
-                Ok(0) => {}
-                Ok(settled) => tracing::info!(settled, "completed abandoned transactions"),
-                Err(error) => tracing::warn!(%error, "the completer could not run; will try again"),
+            let reaped = self.reap_keys(self.recovery.key_retention).await?;
+            if reaped > 0 {
+                tracing::info!(reaped, "deleted idempotency keys past their retention");
             }
-            match self.reap_keys(config.key_retention).await {
-                Ok(0) => {}
-                Ok(reaped) => {
-                    tracing::info!(reaped, "deleted idempotency keys past their retention")
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the key reaper could not run; will try again")
-                }
-            }
+            health.round_succeeded();
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(config.every) => {}
+                _ = tokio::time::sleep(self.recovery.every) => {}
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RecoveryConfig {
+        RecoveryConfig {
+            abandoned_after: Duration::from_secs(60),
+            debit_resume_window: Duration::from_secs(60),
+            manual_review_after: Duration::from_secs(3600),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            concurrency: 8,
+            every: Duration::from_secs(5),
+            key_retention: Duration::from_secs(86_400),
+            lease_margin: Duration::from_secs(15),
+        }
+    }
+
+    #[test]
+    fn the_backoff_doubles_from_one_second_to_five_minutes_with_jitter() {
+        for (round, seconds) in [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0), (10, 300.0)] {
+            let wait = policy().backoff_after(round).as_secs_f64();
+            assert!(
+                (seconds * 0.8..=seconds * 1.2).contains(&wait),
+                "round {round}: {wait}"
+            );
+        }
+        let far = policy().backoff_after(i32::MAX).as_secs_f64();
+        assert!((240.0..=360.0).contains(&far), "{far}");
     }
 }

@@ -15,11 +15,13 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::domain::instant::{earlier_by, later_by};
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
 use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, Governor, OperatorCall, OperatorClient, Refusal};
 use crate::store::{Store, StoreError};
-use phases::{Claimed, Lease};
+use completer::RecoveryConfig;
+use phases::{ClaimTimes, Claimed, Lease};
 pub use receipt::Receipt;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum WalletError {
     KeyReused,
     #[error("a request with this Idempotency-Key is still in progress")]
     InProgress,
+    #[error("this debit's outcome is unknown and its resume window has passed: it will not be charged now, and is under review")]
+    ResumeWindowPassed,
     #[error("this refId is already used by another request")]
     DuplicateRefId,
     #[error("the operator could not be reached; retry with the same Idempotency-Key")]
@@ -68,6 +72,7 @@ pub struct WalletService {
     breaker: Arc<CircuitBreaker>,
     governor: Arc<Governor>,
     operator_deadline: Duration,
+    recovery: RecoveryConfig,
     metrics: Arc<Metrics>,
 }
 
@@ -76,9 +81,9 @@ pub struct WalletParts {
     pub breaker: Arc<CircuitBreaker>,
     pub governor: Arc<Governor>,
     pub operator_deadline: Duration,
-    /// Added to the deadline for a key's lease: how long after a crash a retry (or the
-    /// completer) may take the key over.
-    pub lease_margin: Duration,
+    /// The recovery policy; its lease margin is added to the deadline for a key's lease:
+    /// how long after a crash a retry (or the completer) may take the key over.
+    pub recovery: RecoveryConfig,
     pub outbox_wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
@@ -92,11 +97,12 @@ impl WalletService {
         Self {
             store,
             operator,
-            lease: parts.operator_deadline + parts.lease_margin,
+            lease: parts.operator_deadline + parts.recovery.lease_margin,
             outbox_wake: parts.outbox_wake,
             breaker: parts.breaker,
             governor: parts.governor,
             operator_deadline: parts.operator_deadline,
+            recovery: parts.recovery,
             metrics: parts.metrics,
         }
     }
@@ -135,11 +141,11 @@ impl WalletService {
         if let Err(Refusal::RateLimited(retry_after)) = slot {
             return Err(WalletError::RateLimited { retry_after });
         }
-        let lease_until = now() + self.lease;
+        let times = self.claim_times(command.kind);
         let claim_command = command.clone();
         let claimed = self
             .store
-            .run(move |conn| phases::claim(conn, &claim_command, now(), lease_until, slot.is_ok()))
+            .run(move |conn| phases::claim(conn, &claim_command, times, slot.is_ok()))
             .await?;
         let (pending, lease, permit) = match (claimed, permit, slot) {
             (Claimed::Replay(receipt), _, _) => return Ok(receipt),
@@ -188,6 +194,22 @@ impl WalletService {
                 self.release(command.key.as_str(), lease).await;
                 Err(WalletError::OperatorUnavailable { retry_after })
             }
+        }
+    }
+
+    fn claim_times(&self, kind: TransactionKind) -> ClaimTimes {
+        let now = now();
+        // A debit is only ever resumed by its client; the completer looks at it once its
+        // resume window has passed. Credits are driven forward after `abandoned_after`.
+        let recovery_after = match kind {
+            TransactionKind::Debit => self.recovery.debit_resume_window,
+            TransactionKind::Credit => self.recovery.abandoned_after,
+        };
+        ClaimTimes {
+            now,
+            lease_until: later_by(now, self.lease),
+            recovery_due_at: later_by(now, recovery_after),
+            debits_resumable_since: earlier_by(now, self.recovery.debit_resume_window),
         }
     }
 

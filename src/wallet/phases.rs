@@ -2,7 +2,9 @@
 //! recovery point: a crash between phases leaves a state the client's retry resumes from.
 //!
 //! 1. [`claim`]: take the Idempotency-Key and record the transaction `PENDING`, or decide
-//!    from the stored key (replay, 422, 409), or resume a `PENDING` one whose lease lapsed.
+//!    from the stored key (replay, 422, 409), or resume a `PENDING` one whose lease lapsed
+//!    (a debit only within its resume window), or, for a key already reaped, rebuild the
+//!    answer from the transaction it made.
 //! 2. (outside any database transaction) call the operator with the transaction's id.
 //! 3. [`settle`]: finish the transaction, insert its outbox row, store the answer on the key.
 
@@ -12,6 +14,8 @@ use uuid::Uuid;
 
 use super::receipt::{self, Receipt};
 use super::{event, WalletCommand, WalletError};
+use crate::domain::request;
+use crate::domain::TransactionKind;
 use crate::operator::Decision;
 use crate::store::idempotency_keys::{self, KeyRow};
 use crate::store::outbox::{self, NewOutboxRow};
@@ -38,22 +42,32 @@ pub enum Claimed {
     Refused,
 }
 
+/// The moments a claim is decided against.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTimes {
+    pub now: NaiveDateTime,
+    pub lease_until: NaiveDateTime,
+    /// When the completer first looks at the transaction if it is left `PENDING`.
+    pub recovery_due_at: NaiveDateTime,
+    /// A `PENDING` debit created before this is not resumed: nobody waits for the bet now.
+    pub debits_resumable_since: NaiveDateTime,
+}
+
 /// `may_call_operator` false (the circuit is open) still answers from the stored key, but
 /// never creates a transaction or takes a lapsed key over: it answers [`Claimed::Refused`].
 pub fn claim(
     conn: &mut DbConnection,
     command: &WalletCommand,
-    now: NaiveDateTime,
-    lease_until: NaiveDateTime,
+    times: ClaimTimes,
     may_call_operator: bool,
 ) -> Result<Claimed, WalletError> {
     let lease = Lease {
         token: Uuid::new_v4().to_string(),
-        until: lease_until,
+        until: times.lease_until,
     };
     let fingerprint = command.request.fingerprint(command.kind);
-    conn.write_transaction(|conn| {
-        let transaction = new_transaction(command, now);
+    let claimed = conn.write_transaction(|conn| {
+        let transaction = new_transaction(command, times);
         let key = KeyRow {
             idempotency_key: command.key.as_str().to_owned(),
             fingerprint: fingerprint.clone(),
@@ -63,19 +77,17 @@ pub fn claim(
             locked_until: Some(lease.until),
             response_status: None,
             response_body: None,
-            created_at: now,
-            updated_at: now,
+            created_at: times.now,
+            updated_at: times.now,
+        };
+        let existing = Existing {
+            key: command.key.as_str(),
+            fingerprint: &fingerprint,
+            times,
         };
         if !may_call_operator {
             return match idempotency_keys::find(conn, command.key.as_str())? {
-                Some(_) => decide_from_existing(
-                    conn,
-                    command.key.as_str(),
-                    &fingerprint,
-                    lease,
-                    now,
-                    false,
-                ),
+                Some(_) => existing.decide(conn, lease.clone(), false),
                 None => Ok(Claimed::Refused),
             };
         }
@@ -83,55 +95,106 @@ pub fn claim(
             return match transactions::insert(conn, &transaction) {
                 Ok(()) => Ok(Claimed::Owned {
                     transaction: Box::new(transaction),
-                    lease,
+                    lease: lease.clone(),
                 }),
-                // The only unique column a fresh row can collide on is ref_id.
+                // A fresh row collides on its refId, or on its key when the key was reaped
+                // since it made a transaction: told apart below, once this one is undone.
                 Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
                     Err(WalletError::DuplicateRefId)
                 }
                 Err(error) => Err(error.into()),
             };
         }
-        decide_from_existing(conn, command.key.as_str(), &fingerprint, lease, now, true)
-    })
+        existing.decide(conn, lease.clone(), true)
+    });
+    match claimed {
+        Err(WalletError::DuplicateRefId) => answer_for_reaped_key(conn, command, &fingerprint),
+        other => other,
+    }
 }
 
-fn decide_from_existing(
+/// A key whose row is gone (reaped) but whose transaction stays: the same request gets the
+/// first answer again, rebuilt from the transaction; another request under that key is a
+/// reuse. Without such a transaction, the refId belongs to another key.
+fn answer_for_reaped_key(
     conn: &mut DbConnection,
-    key: &str,
+    command: &WalletCommand,
     fingerprint: &str,
-    lease: Lease,
-    now: NaiveDateTime,
-    may_call_operator: bool,
 ) -> Result<Claimed, WalletError> {
-    // Absent only if a reaper removed it between our insert and this read: try again later.
-    let existing = idempotency_keys::find(conn, key)?.ok_or(WalletError::InProgress)?;
-    if existing.fingerprint != fingerprint {
+    let Some(made) = transactions::find_by_idempotency_key(conn, command.key.as_str())? else {
+        return Err(WalletError::DuplicateRefId);
+    };
+    if fingerprint_of(&made) != fingerprint {
         return Err(WalletError::KeyReused);
     }
-    if let Some(receipt) = stored_receipt(&existing) {
-        return Ok(Claimed::Replay(receipt));
+    receipt::rebuild(&made)
+        .map(Claimed::Replay)
+        .ok_or(WalletError::InProgress)
+}
+
+fn fingerprint_of(row: &TransactionRow) -> String {
+    request::fingerprint(
+        &row.kind,
+        &row.player_id,
+        row.amount_cents,
+        &row.currency,
+        &row.ref_id,
+        row.meta.as_deref(),
+    )
+}
+
+/// A key that already exists, and what its request must match.
+struct Existing<'a> {
+    key: &'a str,
+    fingerprint: &'a str,
+    times: ClaimTimes,
+}
+
+impl Existing<'_> {
+    fn decide(
+        &self,
+        conn: &mut DbConnection,
+        lease: Lease,
+        may_call_operator: bool,
+    ) -> Result<Claimed, WalletError> {
+        let key = self.key;
+        // Absent only if a reaper removed it between our insert and this read: try again later.
+        let existing = idempotency_keys::find(conn, key)?.ok_or(WalletError::InProgress)?;
+        if existing.fingerprint != self.fingerprint {
+            return Err(WalletError::KeyReused);
+        }
+        if let Some(receipt) = stored_receipt(&existing) {
+            return Ok(Claimed::Replay(receipt));
+        }
+        if existing
+            .locked_until
+            .is_some_and(|until| until > self.times.now)
+        {
+            return Err(WalletError::InProgress);
+        }
+        if !may_call_operator {
+            return Ok(Claimed::Refused);
+        }
+        let transaction = transactions::find(conn, &existing.transaction_id)?.ok_or_else(|| {
+            WalletError::Invariant(format!(
+                "key {key} points at missing transaction {}",
+                existing.transaction_id
+            ))
+        })?;
+        if transaction.kind == TransactionKind::Debit.as_str()
+            && transaction.created_at < self.times.debits_resumable_since
+        {
+            return Err(WalletError::ResumeWindowPassed);
+        }
+        if !idempotency_keys::take_over(conn, key, &lease.token, self.times.now, lease.until)? {
+            return Err(WalletError::InProgress);
+        }
+        tracing::info!(transaction_id = %transaction.id, "resuming a pending transaction");
+        Ok(Claimed::Owned {
+            transaction: Box::new(transaction),
+            lease,
+        })
     }
-    if existing.locked_until.is_some_and(|until| until > now) {
-        return Err(WalletError::InProgress);
-    }
-    if !may_call_operator {
-        return Ok(Claimed::Refused);
-    }
-    if !idempotency_keys::take_over(conn, key, &lease.token, now, lease.until)? {
-        return Err(WalletError::InProgress);
-    }
-    let transaction = transactions::find(conn, &existing.transaction_id)?.ok_or_else(|| {
-        WalletError::Invariant(format!(
-            "key {key} points at missing transaction {}",
-            existing.transaction_id
-        ))
-    })?;
-    tracing::info!(transaction_id = %transaction.id, "resuming a pending transaction");
-    Ok(Claimed::Owned {
-        transaction: Box::new(transaction),
-        lease,
-    })
 }
 
 fn stored_receipt(key: &KeyRow) -> Option<Receipt> {
@@ -145,8 +208,9 @@ fn stored_receipt(key: &KeyRow) -> Option<Receipt> {
     }
 }
 
-fn new_transaction(command: &WalletCommand, now: NaiveDateTime) -> TransactionRow {
+fn new_transaction(command: &WalletCommand, times: ClaimTimes) -> TransactionRow {
     let request = &command.request;
+    let now = times.now;
     TransactionRow {
         id: Uuid::now_v7().to_string(),
         idempotency_key: command.key.as_str().to_owned(),
@@ -163,6 +227,9 @@ fn new_transaction(command: &WalletCommand, now: NaiveDateTime) -> TransactionRo
         correlation_id: Some(command.correlation_id.clone()),
         created_at: now,
         updated_at: now,
+        recovery_attempts: 0,
+        next_recovery_at: Some(times.recovery_due_at),
+        review_since: None,
     }
 }
 
@@ -207,6 +274,7 @@ fn settlement_of(decision: &Decision, now: NaiveDateTime) -> Settlement {
             balance_cents: *balance_minor,
             operator_reference: reference.clone(),
             updated_at: now,
+            next_recovery_at: None,
         },
         Decision::Declined { reason, .. } => Settlement {
             status: transactions::REJECTED,
@@ -214,6 +282,7 @@ fn settlement_of(decision: &Decision, now: NaiveDateTime) -> Settlement {
             balance_cents: None,
             operator_reference: None,
             updated_at: now,
+            next_recovery_at: None,
         },
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::operator::{Decision, DeclineReason};
-use crate::store::transactions::TransactionRow;
+use crate::store::transactions::{self, TransactionRow};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -64,6 +64,26 @@ pub fn render(transaction: &TransactionRow, decision: &Decision) -> Receipt {
     }
 }
 
+/// The answer a settled transaction was given, rebuilt from its row once its key has been
+/// reaped: byte for byte what [`render`] wrote then. `None` while it is not settled.
+pub fn rebuild(settled: &TransactionRow) -> Option<Receipt> {
+    let decision = match settled.status.as_str() {
+        transactions::COMPLETED => Decision::Approved {
+            balance_minor: settled.balance_cents,
+            reference: settled.operator_reference.clone(),
+        },
+        transactions::REJECTED => Decision::Declined {
+            reason: DeclineReason::from_code(settled.reason.as_deref()?)?,
+            message: String::new(),
+        },
+        _ => return None,
+    };
+    Some(Receipt {
+        replayed: true,
+        ..render(settled, &decision)
+    })
+}
+
 fn http_status(reason: DeclineReason) -> u16 {
     match reason {
         DeclineReason::PlayerNotFound => 404,
@@ -77,6 +97,5 @@ fn explain(reason: DeclineReason) -> &'static str {
         DeclineReason::PlayerNotFound => "the operator does not know this player",
         DeclineReason::CurrencyMismatch => "the currency does not match the player's wallet",
         DeclineReason::OperatorDeclined => "the operator declined the transaction",
-        DeclineReason::OperatorError => "the operator refused the request",
     }
 }

@@ -217,6 +217,7 @@ async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
         ("OPERATOR_DEADLINE_MS", "1000"),
         ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
         ("WEBHOOK_LEASE_SECONDS", "2"),
+        ("WEBHOOK_TIMEOUT_MS", "1000"),
     ];
     let doomed = spawn_hub_process(&app, &settings);
     // Slow answers keep requests in flight when the hub dies.

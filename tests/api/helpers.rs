@@ -16,6 +16,7 @@ use hub::startup::Application;
 use hub::store::outbox::{self, AttemptRow, OutboxRow, Window};
 use hub::store::transactions::{self, TransactionRow};
 use hub::store::{DbConnection, Store, StoreError};
+use hub::supervisor::Supervisor;
 use mock_operator::{MockOperator, MockOperatorConfig};
 use mock_rgs::{MockRgs, MockRgsConfig};
 use serde_json::{json, Value};
@@ -73,6 +74,16 @@ pub struct Options {
     pub postgres_server: Option<String>,
     /// How long a request waits for a pooled connection before answering 503.
     pub db_acquire_timeout: Duration,
+    /// How long a PENDING debit may be resumed by its client's retry.
+    pub debit_resume_window: Duration,
+    pub manual_review_after: Duration,
+    pub completer_backoff_initial: Duration,
+    pub completer_backoff_max: Duration,
+    pub completer_concurrency: usize,
+    /// Another operator than the test's mock (e.g. a hostile one of the test's own).
+    pub operator_url: Option<String>,
+    /// Another RGS than the test's mock.
+    pub rgs_url: Option<String>,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -106,6 +117,13 @@ impl Default for Options {
             completer_after: Duration::from_secs(3600),
             postgres_server: None,
             db_acquire_timeout: Duration::from_secs(10),
+            debit_resume_window: Duration::from_secs(60),
+            manual_review_after: Duration::from_secs(3600),
+            completer_backoff_initial: Duration::from_secs(1),
+            completer_backoff_max: Duration::from_secs(300),
+            completer_concurrency: 8,
+            operator_url: None,
+            rgs_url: None,
         }
     }
 }
@@ -178,7 +196,7 @@ pub fn config_for(
         .map(|s| s.as_bytes().to_vec())
         .collect();
     config.operator = OperatorConfig {
-        base_url: operator_base_url,
+        base_url: options.operator_url.clone().unwrap_or(operator_base_url),
         retry: options.retry.clone(),
         breaker: options.breaker.clone(),
         requests_per_minute: options.governor_rpm,
@@ -188,7 +206,7 @@ pub fn config_for(
     config.body_limit_bytes = options.body_limit_bytes;
     config.workers = 2;
     config.webhooks.drain = options.drain;
-    config.webhooks.url = rgs_url;
+    config.webhooks.url = options.rgs_url.clone().unwrap_or(rgs_url);
     config.webhooks.schedule = options.webhook_schedule.clone();
     config.webhooks.lease = options.webhook_lease;
     config.webhooks.concurrency = options.webhook_concurrency;
@@ -198,6 +216,11 @@ pub fn config_for(
     config.admin_token = options.admin_token.clone();
     config.recovery.abandoned_after = options.completer_after;
     config.recovery.every = Duration::from_millis(100);
+    config.recovery.debit_resume_window = options.debit_resume_window;
+    config.recovery.manual_review_after = options.manual_review_after;
+    config.recovery.backoff_initial = options.completer_backoff_initial;
+    config.recovery.backoff_max = options.completer_backoff_max;
+    config.recovery.concurrency = options.completer_concurrency;
     config
 }
 
@@ -206,6 +229,7 @@ pub struct Hub {
     pub address: String,
     pub store: Store,
     pub drainer: Drainer,
+    pub supervisor: Supervisor,
     cancel: CancellationToken,
     running: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -218,6 +242,7 @@ impl Hub {
             address: format!("http://{}", app.addr()),
             store: app.store().clone(),
             drainer: app.drainer(),
+            supervisor: app.supervisor(),
             cancel: cancel.clone(),
             running: Some(tokio::spawn(app.run_until_cancelled(cancel))),
         }

@@ -1,6 +1,7 @@
 //! Black-box tests of the hub's HTTP API against a real mock operator and a real database.
 
 mod helpers;
+mod hostile;
 
 mod governor;
 

@@ -380,6 +380,9 @@ fn settled_row(id: &str, created_at: chrono::NaiveDateTime) -> TransactionRow {
         correlation_id: None,
         created_at,
         updated_at: created_at,
+        recovery_attempts: 0,
+        next_recovery_at: None,
+        review_since: None,
     }
 }
 

@@ -173,6 +173,7 @@ async fn a_replica_killed_while_draining_loses_no_webhook() {
     let prefix = prefix();
     let settings = [
         ("WEBHOOK_LEASE_SECONDS", "2"),
+        ("WEBHOOK_TIMEOUT_MS", "1000"),
         ("WEBHOOK_CONCURRENCY", "4"),
         ("WEBHOOK_BATCH_SIZE", "20"),
     ];

@@ -263,7 +263,7 @@ async fn events_claimed_by_a_dead_drainer_are_delivered_by_another_after_the_lea
     let dead = Drainer::new(app.store.clone(), &dying, Arc::new(Notify::new()), metrics).unwrap();
     let claimed_at_ms = mock_rgs_now_ms();
     assert_eq!(
-        dead.claim().await.unwrap().len(),
+        dead.claim(5).await.unwrap().len(),
         5,
         "the doomed drainer holds every event"
     );

@@ -1,0 +1,125 @@
+//! Records each delivery outcome as it lands, so that a crash re-sends only what was in
+//! flight, never what the RGS had already answered.
+//!
+//! Outcomes are written in groups without a timer: the first outcome to arrive while no
+//! write is under way writes, and whatever lands during that write goes in the next group
+//! (group commit). An idle drainer writes each outcome at once; a busy one writes many per
+//! database transaction.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::store::outbox::{self, AfterAttempt, AttemptRow};
+use crate::store::Store;
+
+/// Outcomes still to write, and whether a writer is at work on them.
+#[derive(Default)]
+struct Queue {
+    outcomes: Vec<(AttemptRow, AfterAttempt)>,
+    writing: bool,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    store: Store,
+    queue: Arc<Mutex<Queue>>,
+}
+
+/// Tries of one group before its events are left to their leases (delivered again later).
+const WRITE_TRIES: u32 = 3;
+
+impl Recorder {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            queue: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues one outcome. Returns once it is written, or once another caller has taken on
+    /// writing it (that caller's future finishes only when the queue is empty).
+    pub async fn record(&self, outcome: (AttemptRow, AfterAttempt)) {
+        {
+            let mut queue = self.lock();
+            queue.outcomes.push(outcome);
+            if queue.writing {
+                return;
+            }
+            queue.writing = true;
+        }
+        let mut writer = Writer {
+            recorder: self,
+            done: false,
+        };
+        while let Some(group) = writer.next_group() {
+            self.write(group).await;
+        }
+    }
+
+    async fn write(&self, group: Vec<(AttemptRow, AfterAttempt)>) {
+        let events = group.len();
+        for tried in 1..=WRITE_TRIES {
+            let batch = group.clone();
+            let written = self
+                .store
+                .run(move |conn| outbox::record_attempts(conn, &batch, Utc::now().naive_utc()))
+                .await;
+            match written {
+                Ok(moved) if moved < events => {
+                    return tracing::warn!(
+                        lapsed = events - moved,
+                        "leases lapsed during delivery; another drainer owns those webhooks now"
+                    )
+                }
+                Ok(_) => return,
+                Err(error) if tried < WRITE_TRIES => {
+                    tracing::warn!(%error, tried, "could not record webhook attempts; trying again");
+                    tokio::time::sleep(Duration::from_millis(200) * tried).await;
+                }
+                Err(error) => {
+                    return tracing::error!(
+                        %error,
+                        events,
+                        "could not record webhook attempts; their leases will bring them back"
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// The one caller writing the queue. Dropped early (a panic, a cancelled future), it hands
+/// the writing back so that the next outcome starts a new writer.
+struct Writer<'a> {
+    recorder: &'a Recorder,
+    done: bool,
+}
+
+impl Writer<'_> {
+    /// The next group to write, or `None` (and the writing handed back) once the queue is empty.
+    fn next_group(&mut self) -> Option<Vec<(AttemptRow, AfterAttempt)>> {
+        let mut queue = self.recorder.lock();
+        if queue.outcomes.is_empty() {
+            queue.writing = false;
+            self.done = true;
+            return None;
+        }
+        Some(std::mem::take(&mut queue.outcomes))
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.recorder.lock().writing = false;
+        }
+    }
+}
