@@ -16,10 +16,22 @@ use crate::wallet::completer::RecoveryConfig;
 #[error("{0}")]
 pub struct ConfigError(String);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Postgres(String),
     Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    // Hand-written: the URL's password must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redact_url(url)).finish()
+            }
+            DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,7 +51,7 @@ pub struct RetryConfig {
     pub max_backoff: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OperatorConfig {
     pub base_url: String,
     pub retry: RetryConfig,
@@ -49,6 +61,20 @@ pub struct OperatorConfig {
     /// Shares the governor between replicas; `None` keeps it in process.
     pub redis_url: Option<String>,
     pub redis_key_prefix: String,
+}
+
+impl std::fmt::Debug for OperatorConfig {
+    // Hand-written: the base and Redis URLs may carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .finish()
+    }
 }
 
 /// Delivery of the outbox to the RGS.
@@ -650,6 +676,48 @@ mod tests {
 
     const SECRET: (&str, &str) = ("HMAC_SECRETS", "0123456789abcdef0123456789abcdef");
     const WEBHOOK: (&str, &str) = ("WEBHOOK_SECRET", "webhook-secret-0123456789abcdef-0123");
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let config = config(&[
+            ("HMAC_SECRETS", "a-secret-of-at-least-32-bytes-0123456789"),
+            ("WEBHOOK_SECRET", "a-webhook-secret-of-32-bytes-0123456789"),
+            (
+                "DATABASE_URL",
+                "postgres://hub:db-password-1@db.internal:5432/hub",
+            ),
+            (
+                "OPERATOR_BASE_URL",
+                "https://api:operator-password-2@operator.example",
+            ),
+            ("REDIS_URL", "redis://:redis-password-3@cache.internal:6379"),
+            (
+                "RGS_WEBHOOK_URL",
+                "https://rgs:rgs-password-4@rgs.example/webhooks",
+            ),
+        ])
+        .unwrap();
+        let shown = [
+            format!("{config:?}"),
+            format!("{:?}", config.database),
+            format!("{:?}", config.database.url),
+            format!("{:?}", config.operator),
+            format!("{:#?}", config),
+        ];
+        for text in shown {
+            for secret in [
+                "db-password-1",
+                "operator-password-2",
+                "redis-password-3",
+                "rgs-password-4",
+                "a-secret-of-at-least",
+                "a-webhook-secret",
+            ] {
+                assert!(!text.contains(secret), "{secret} shown in {text}");
+            }
+        }
+        assert!(format!("{:?}", config.database.url).contains("db.internal"));
+    }
 
     #[test]
     fn serve_defaults_are_sane() {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hub::cli::outbox::OutboxCommand;
 use hub::cli::reconcile::ReconcileArgs;
+use hub::cli::transactions::TransactionsCommand;
 use hub::config::{Config, DatabaseConfig, Defaults, Env, LogFormat, OperatorConfig};
 use hub::operator::OperatorClient;
 use hub::startup::Application;
@@ -56,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Inspect transactions in DATABASE_URL: those flagged for manual review.
+    Transactions {
+        #[command(subcommand)]
+        command: TransactionsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,9 @@ fn main() -> ExitCode {
         Command::Outbox { command } => DatabaseConfig::from_env(&env)
             .map_err(|e| e.to_string())
             .and_then(|database| runtime.block_on(outbox(database, command))),
+        Command::Transactions { command } => DatabaseConfig::from_env(&env)
+            .map_err(|e| e.to_string())
+            .and_then(|database| runtime.block_on(transactions(database, command))),
         Command::Reconcile(args) => {
             return match runtime.block_on(reconcile(&env, &args)) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -176,6 +185,13 @@ async fn connect(database: DatabaseConfig) -> Result<Store, String> {
 
 async fn outbox(database: DatabaseConfig, command: OutboxCommand) -> Result<(), String> {
     hub::cli::outbox::run(command, &connect(database).await?).await
+}
+
+async fn transactions(
+    database: DatabaseConfig,
+    command: TransactionsCommand,
+) -> Result<(), String> {
+    hub::cli::transactions::run(command, &connect(database).await?).await
 }
 
 /// `Ok(true)`: the ledgers agree; `Ok(false)`: they do not; `Err`: nothing was proven.

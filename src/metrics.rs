@@ -89,7 +89,7 @@ impl Metrics {
                 "Latency of one webhook delivery attempt",
             ))
             .expect("valid metric"),
-            outbox_rows: IntGaugeVec::new(Opts::new("hub_outbox_rows", "Outbox rows by status"), &["status"])
+            outbox_rows: IntGaugeVec::new(Opts::new("hub_outbox_rows", "Outbox rows waiting for delivery (PENDING) or dead-lettered (DEAD_LETTER)"), &["status"])
                 .expect("valid metric"),
             outbox_oldest_due_age: Gauge::new(
                 "hub_outbox_oldest_due_age_seconds",

@@ -11,8 +11,9 @@
 #   SQLITE_PATH   default ${TMPDIR:-/tmp}/hub-explain/hub_explain.sqlite3 (replaced; removed
 #                 at the end unless KEEP=1).
 #   ROWS          transactions, keys and outbox events (default 1000000).
-#   MIGRATIONS    the migrations tree to apply (default: this repository's), e.g. a copy
-#                 of an earlier state to compare plans before and after a change.
+#   MIGRATIONS    the migrations tree to apply (default: this repository's working tree).
+#   MIGRATIONS_REV  or a git revision to take migrations/ from, to see the plans before a
+#                 change (the "before" of docs/QUERY_PLANS.md: MIGRATIONS_REV=b5c6db1).
 #   BACKENDS      "postgres sqlite" (default), or either one.
 #   REUSE=1       skip building: explain the data set a KEEP=1 run left behind.
 #
@@ -28,10 +29,22 @@ pg_url=${1:-postgres://postgres@127.0.0.1:5432/hub_explain}
 sqlite_path=${2:-${TMPDIR:-/tmp}/hub-explain/hub_explain.sqlite3}
 rows=${ROWS:-1000000}
 migrations=${MIGRATIONS:-$repo/migrations}
+if [[ -n ${MIGRATIONS_REV:-} ]]; then
+    migrations=$(mktemp -d)/migrations
+    git -C "$repo" archive "$MIGRATIONS_REV" migrations | tar -x -C "${migrations%/migrations}"
+fi
 backends=${BACKENDS:-postgres sqlite}
 now='2026-12-01 12:00:00'   # the "now" of the data set and of every query
 
 say() { echo "$*" >&2; }
+
+# The first 13 characters of a UUIDv7 minted at a UTC time: every id the hub mints at or
+# after that time sorts at or after them.
+v7_floor() {
+    python3 -c 'import datetime as d, sys
+ms = int(d.datetime.strptime(sys.argv[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=d.timezone.utc).timestamp() * 1000)
+print(f"{ms >> 16:08x}-{ms & 0xffff:04x}")' "$1"
+}
 
 # ---------------------------------------------------------------- Postgres
 pg_db=${pg_url##*/}; pg_db=${pg_db%%\?*}
@@ -77,7 +90,7 @@ SELECT '== ' || version();
 
 -- a. completer queue (new): due PENDING transactions, fewest attempts first
 PREPARE a1(text, timestamp, bigint) AS
-    SELECT id, idempotency_key FROM transactions WHERE status = \$1 AND next_recovery_at <= \$2
+    SELECT * FROM transactions WHERE status = \$1 AND next_recovery_at <= \$2
     ORDER BY recovery_attempts, next_recovery_at LIMIT \$3 FOR UPDATE SKIP LOCKED;
 SELECT '{' || string_agg(idempotency_key, ',') || '}' AS a_keys FROM (
     SELECT idempotency_key FROM transactions WHERE status = 'PENDING' AND next_recovery_at <= :now
@@ -145,21 +158,27 @@ SQL
         plan "f3 oldest due" "EXECUTE f3('PENDING', :now)"
         plan "f0 OLD stats group by" "EXECUTE f0"
         cat <<SQL
--- g. admin list (a boxed query: never a cached statement, so always planned with its values)
-PREPARE g1(bigint) AS SELECT * FROM webhook_outbox ORDER BY created_at DESC, id DESC LIMIT \$1;
-PREPARE g2(text, bigint) AS SELECT * FROM webhook_outbox WHERE status = \$1
-    ORDER BY created_at DESC, id DESC LIMIT \$2;
-PREPARE g3(timestamp, timestamp, bigint) AS SELECT * FROM webhook_outbox
-    WHERE created_at >= \$1 AND created_at <= \$2 ORDER BY created_at DESC, id DESC LIMIT \$3;
-PREPARE g4(text, timestamp, timestamp, bigint) AS SELECT * FROM webhook_outbox
-    WHERE status = \$1 AND created_at >= \$2 AND created_at <= \$3
-    ORDER BY created_at DESC, id DESC LIMIT \$4;
+-- g. admin list. A boxed query, so diesel never caches its statement: each call is
+-- planned with its values. One statement per variant keeps Postgres from going generic.
 SQL
+        local s
+        echo 'PREPARE g1(bigint) AS SELECT * FROM webhook_outbox ORDER BY created_at DESC, id DESC LIMIT $1;'
         plan "g1 list, no filter" "EXECUTE g1(100)"
-        for s in PENDING DEAD_LETTER DELIVERED; do plan "g2 list, status=$s" "EXECUTE g2('$s', 100)"; done
-        plan "g3 list, from/to" "EXECUTE g3(:day_from, :day_to, 100)"
         for s in PENDING DEAD_LETTER DELIVERED; do
-            plan "g4 list, status=$s + from/to" "EXECUTE g4('$s', :day_from, :day_to, 100)"
+            echo "PREPARE g2_$s(text, bigint) AS SELECT * FROM webhook_outbox WHERE status = \$1
+                  ORDER BY created_at DESC, id DESC LIMIT \$2;"
+            plan "g2 list, status=$s" "EXECUTE g2_$s('$s', 100)"
+        done
+        echo 'PREPARE g3(timestamp, timestamp, bigint) AS SELECT * FROM webhook_outbox
+              WHERE created_at >= $1 AND created_at <= $2 ORDER BY created_at DESC, id DESC LIMIT $3;'
+        plan "g3 list, from/to" "EXECUTE g3(:day_from, :day_to, 100)"
+        for s in PENDING DEAD_LETTER DELIVERED h; do
+            echo "PREPARE g4_$s(text, timestamp, timestamp, bigint) AS SELECT * FROM webhook_outbox
+                  WHERE status = \$1 AND created_at >= \$2 AND created_at <= \$3
+                  ORDER BY created_at DESC, id DESC LIMIT \$4;"
+        done
+        for s in PENDING DEAD_LETTER DELIVERED; do
+            plan "g4 list, status=$s + from/to" "EXECUTE g4_$s('$s', :day_from, :day_to, 100)"
         done
         cat <<SQL
 -- h. replay dead letters in a window: list(DEAD_LETTER, from, to, 1000), then requeue
@@ -171,11 +190,15 @@ PREPARE h2(text, timestamp, timestamp, text[], text[]) AS UPDATE webhook_outbox
         delivered_at = NULL, updated_at = \$3
     WHERE id = ANY(\$4) AND status = ANY(\$5);
 SQL
-        plan "h1 replay window select" "EXECUTE g4('DEAD_LETTER', :day_from, :day_to, 1000)"
+        plan "h1 replay window select" "EXECUTE g4_h('DEAD_LETTER', :day_from, :day_to, 1000)"
         plan "h2 replay requeue" "EXECUTE h2('PENDING', :now, :now, :'h_ids', '{DEAD_LETTER}')" write
         cat <<SQL
 -- i. reconcile pages: 2026-11-28 with the 60-minute margin, 1000 a page
 PREPARE i1(text, timestamp, timestamp, bigint) AS SELECT * FROM transactions
+    WHERE id > \$1 AND created_at BETWEEN \$2 AND \$3 ORDER BY id ASC LIMIT \$4;
+PREPARE i2(text, timestamp, timestamp, bigint) AS SELECT * FROM transactions
+    WHERE id > \$1 AND created_at BETWEEN \$2 AND \$3 ORDER BY id ASC LIMIT \$4;
+PREPARE i3(text, timestamp, timestamp, bigint) AS SELECT * FROM transactions
     WHERE id > \$1 AND created_at BETWEEN \$2 AND \$3 ORDER BY id ASC LIMIT \$4;
 SELECT count(*) / 2 AS i_half, count(*) - 500 AS i_tail FROM transactions
     WHERE created_at BETWEEN :rec_from AND :rec_to \\gset
@@ -185,8 +208,18 @@ SELECT id AS i_last FROM transactions WHERE created_at BETWEEN :rec_from AND :re
     ORDER BY id OFFSET :i_tail LIMIT 1 \\gset
 SQL
         plan "i1 reconcile first page" "EXECUTE i1('', :rec_from, :rec_to, 1000)"
-        plan "i2 reconcile middle page" "EXECUTE i1(:'i_middle', :rec_from, :rec_to, 1000)"
-        plan "i3 reconcile last page" "EXECUTE i1(:'i_last', :rec_from, :rec_to, 1000)"
+        plan "i2 reconcile middle page" "EXECUTE i2(:'i_middle', :rec_from, :rec_to, 1000)"
+        plan "i3 reconcile last page" "EXECUTE i3(:'i_last', :rec_from, :rec_to, 1000)"
+        cat <<SQL
+-- The rewrite proposed in docs/QUERY_PLANS.md: the first cursor is the UUIDv7 prefix of
+-- from - 1 h instead of '' (i4), and optionally an upper bound at to + 1 h (i5).
+PREPARE i4(text, timestamp, timestamp, bigint) AS SELECT * FROM transactions
+    WHERE id > \$1 AND created_at BETWEEN \$2 AND \$3 ORDER BY id ASC LIMIT \$4;
+PREPARE i5(text, text, timestamp, timestamp, bigint) AS SELECT * FROM transactions
+    WHERE id > \$1 AND id < \$2 AND created_at BETWEEN \$3 AND \$4 ORDER BY id ASC LIMIT \$5;
+SQL
+        plan "i4 reconcile first page, cursor from the v7 prefix" "EXECUTE i4('$(v7_floor '2026-11-27 22:00:00')', :rec_from, :rec_to, 1000)"
+        plan "i5 reconcile last page, v7 upper bound" "EXECUTE i5(:'i_last', '$(v7_floor '2026-11-29 02:00:00')', :rec_from, :rec_to, 1000)"
         cat <<SQL
 -- j. lookups
 SELECT id AS j_tx, idempotency_key AS j_key FROM transactions
@@ -196,19 +229,10 @@ PREPARE j1(text, bigint) AS SELECT * FROM transactions WHERE idempotency_key = \
 PREPARE j2(text) AS SELECT * FROM webhook_outbox WHERE transaction_id = \$1 ORDER BY created_at ASC;
 PREPARE j3(text) AS SELECT * FROM webhook_attempts WHERE outbox_id = \$1
     ORDER BY attempted_at ASC, id ASC;
--- k. the current completer's query (transactions::abandoned), which a. replaces
-PREPARE k1(text, timestamp, text, timestamp, bigint) AS
-    SELECT transactions.*, idempotency_keys.idempotency_key FROM transactions
-    INNER JOIN idempotency_keys ON idempotency_keys.transaction_id = transactions.id
-    WHERE transactions.status = \$1 AND transactions.created_at < \$2 AND idempotency_keys.state = \$3
-    AND (idempotency_keys.locked_until IS NULL OR idempotency_keys.locked_until <= \$4)
-    ORDER BY transactions.created_at ASC LIMIT \$5;
 SQL
         plan "j1 find_by_idempotency_key" "EXECUTE j1(:'j_key', 1)"
         plan "j2 outbox for_transaction" "EXECUTE j2(:'j_tx')"
         plan "j3 attempts_of" "EXECUTE j3(:'j_event')"
-        plan "k1 OLD abandoned (to be replaced by a)" \
-            "EXECUTE k1('PENDING', TIMESTAMP :now - INTERVAL '60 s', 'IN_PROGRESS', :now, 20)"
         cat <<SQL
 -- Diesel caches the statements of a1..f3 and j1..j3 per connection, so from the sixth run
 -- on Postgres may switch to a generic plan, which cannot use a partial index (status = \$1

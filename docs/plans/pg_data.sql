@@ -49,7 +49,7 @@ SELECT pg_temp.v7(ms, 't' || i), pg_temp.v4('k' || i), 'ref-' || md5('r' || i),
            WHEN k % 10 < 3 AND i % 3 <> 0 THEN NULL
            -- backing off: due later
            WHEN k % 7 = 0 THEN TIMESTAMP :'now' + (k % 60) * INTERVAL '1 minute'
-           ELSE least(at + (1 << (k % 11)) * INTERVAL '1 minute', TIMESTAMP :'now')
+           ELSE least(at + (1 << (k % 11)::int) * INTERVAL '1 minute', TIMESTAMP :'now')
        END,
        CASE WHEN st = 'PENDING' AND k % 10 < 3
             THEN least(at + INTERVAL '1 hour', TIMESTAMP :'now') END
@@ -60,7 +60,7 @@ FROM (
                 WHEN i % 1000 BETWEEN 1 AND 29 THEN 'REJECTED'
                 ELSE 'COMPLETED' END AS st
     FROM (SELECT i, :t0ms + i::bigint * 604800000 / :rows AS ms
-          FROM generate_series(1, :rows) AS i) AS g
+          FROM generate_series(1::bigint, :rows) AS i) AS g
 ) AS s;
 
 INSERT INTO idempotency_keys (idempotency_key, fingerprint, state, transaction_id, lease_token,
@@ -116,7 +116,7 @@ FROM (
            CASE WHEN i % 200 = 7 THEN 'PENDING' WHEN i % 200 = 13 THEN 'DEAD_LETTER'
                 ELSE 'DELIVERED' END AS st
     FROM (SELECT i, :t0ms + i::bigint * 604800000 / :rows AS ms
-          FROM generate_series(1, :rows) AS i) AS g
+          FROM generate_series(1::bigint, :rows) AS i) AS g
 ) AS s;
 
 INSERT INTO webhook_attempts (outbox_id, attempt, attempted_at, status_code, error, duration_ms,

@@ -24,6 +24,13 @@ def ts(text, **delta):
 
 
 # Deterministic hex from an integer: three odd multipliers, bijective modulo 2**32.
+def v7_floor(text):
+    """The first 13 characters of a UUIDv7 minted at `text` (UTC)."""
+    at = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    ms = int(at.timestamp() * 1000)
+    return f"{ms >> 16:08x}-{ms & 0xffff:04x}"
+
+
 def hexes(expr, salt):
     return (
         f"printf('%08x%08x%08x', ({expr} * 2654435761 + {salt}) % 4294967296, "
@@ -219,10 +226,11 @@ def explain(path, now, stats):
     print(f"== SQLite {sqlite3.sqlite_version}, {'with' if stats else 'without'} ANALYZE statistics\n")
 
     # a. completer queue
-    queue_sql = ("SELECT id, idempotency_key FROM transactions WHERE status = ? "
+    queue_sql = ("SELECT * FROM transactions WHERE status = ? "
                  "AND next_recovery_at <= ? ORDER BY recovery_attempts, next_recovery_at LIMIT ?")
     plan("a1 completer queue", queue_sql, ("PENDING", n, 32))
-    keys = [r[1] for r in db.execute(queue_sql, ("PENDING", n, 32))]
+    keys = [r[0] for r in db.execute(queue_sql.replace("SELECT *", "SELECT idempotency_key"),
+                                     ("PENDING", n, 32))]
     plan("a2 completer keys", f"SELECT * FROM idempotency_keys WHERE idempotency_key IN ({marks(keys)})", keys)
     # b. review list and its gauge
     plan("b1 review list", "SELECT * FROM transactions WHERE status = ? AND review_since IS NOT NULL "
@@ -294,6 +302,13 @@ def explain(path, now, stats):
     plan("i1 reconcile first page", page_sql, ("", *window, 1000))
     plan("i2 reconcile middle page", page_sql, (middle, *window, 1000))
     plan("i3 reconcile last page", page_sql, (last, *window, 1000))
+    # The rewrite proposed in docs/QUERY_PLANS.md: the first cursor is the UUIDv7 prefix of
+    # from - 1 h instead of '' (i4), and optionally an upper bound at to + 1 h (i5).
+    plan("i4 reconcile first page, cursor from the v7 prefix", page_sql,
+         (v7_floor("2026-11-27 22:00:00"), *window, 1000))
+    plan("i5 reconcile last page, v7 upper bound", "SELECT * FROM transactions WHERE id > ? AND id < ? "
+         "AND created_at BETWEEN ? AND ? ORDER BY id ASC LIMIT ?",
+         (last, v7_floor("2026-11-29 02:00:00"), *window, 1000))
     # j. lookups
     tx, key = one("SELECT id, idempotency_key FROM transactions WHERE rowid = (SELECT max(rowid) * 3 / 7 FROM transactions)")
     event = one("SELECT id FROM webhook_outbox WHERE status = 'DEAD_LETTER' LIMIT 1")[0]
@@ -302,13 +317,6 @@ def explain(path, now, stats):
          "ORDER BY created_at ASC", (tx,))
     plan("j3 attempts_of", "SELECT * FROM webhook_attempts WHERE outbox_id = ? "
          "ORDER BY attempted_at ASC, id ASC", (event,))
-    # k. the current completer's query (transactions::abandoned), which (a) replaces
-    plan("k1 OLD abandoned (to be replaced by a)", "SELECT transactions.*, idempotency_keys.idempotency_key "
-         "FROM transactions INNER JOIN idempotency_keys ON idempotency_keys.transaction_id = transactions.id "
-         "WHERE transactions.status = ? AND transactions.created_at < ? AND idempotency_keys.state = ? "
-         "AND (idempotency_keys.locked_until IS NULL OR idempotency_keys.locked_until <= ?) "
-         "ORDER BY transactions.created_at ASC LIMIT ?",
-         ("PENDING", later(seconds=-60), "IN_PROGRESS", n, 20))
     if not stats:
         db.execute("ROLLBACK")
     db.close()

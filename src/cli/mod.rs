@@ -2,6 +2,7 @@
 
 pub mod outbox;
 pub mod reconcile;
+pub mod transactions;
 
 use crate::domain::instant::window_bounds;
 

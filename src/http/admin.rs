@@ -1,5 +1,5 @@
-//! The admin API behind `Authorization: Bearer <ADMIN_TOKEN>`: inspect and replay webhooks.
-//! Mounted only when a token is configured.
+//! The admin API behind `Authorization: Bearer <ADMIN_TOKEN>`: inspect and replay webhooks,
+//! list the transactions flagged for review. Mounted only when a token is configured.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use crate::domain::instant::window_bounds;
 use crate::domain::request::RequestError;
 use crate::outbox::admin::{self, Replayed};
 use crate::store::outbox::{Window, DEAD_LETTER, DELIVERED, PENDING};
+use crate::wallet::review;
 
 /// Compares digests, so the time taken says nothing about how much of the token matched.
 fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
@@ -113,4 +114,19 @@ pub(super) async fn replay_dead_letters(
     let window = window(&query)?;
     let requeued = admin::replay_dead_letters(&state.store, window.from, window.to).await?;
     Ok(HttpResponse::Ok().json(json!({"requeued": requeued})))
+}
+
+#[derive(Deserialize)]
+pub(super) struct LimitQuery {
+    limit: Option<i64>,
+}
+
+pub(super) async fn under_review(
+    request: HttpRequest,
+    query: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let flagged = review::under_review(&state.store, query.limit.unwrap_or(100)).await?;
+    Ok(HttpResponse::Ok().json(json!({"count": flagged.len(), "transactions": flagged})))
 }

@@ -66,6 +66,25 @@ pub fn of(request: &HttpRequest) -> String {
         .unwrap_or_else(|| Uuid::new_v4().to_string())
 }
 
+/// The `method` label: the standard methods by name, anything a client invents as `OTHER`
+/// (each new label value would be a new series kept forever).
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .into_iter()
+    .zip(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+    .find_map(|(known, label)| (known == method).then_some(label))
+    .unwrap_or("OTHER")
+}
+
 /// Counts the request under its route pattern (never the raw path, which would let clients
 /// create unbounded label values).
 fn record<B>(response: &ServiceResponse<B>, took: std::time::Duration) {
@@ -76,7 +95,7 @@ fn record<B>(response: &ServiceResponse<B>, took: std::time::Duration) {
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str();
+    let method = method_label(request.method());
     let status = response.status().as_u16().to_string();
     state
         .metrics

@@ -25,12 +25,10 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         .await
     {
         Ok(stats) => {
-            for status in [outbox::PENDING, outbox::DELIVERED, outbox::DEAD_LETTER] {
-                let count = stats
-                    .rows
-                    .iter()
-                    .find(|(s, _)| s == status)
-                    .map_or(0, |(_, n)| *n);
+            for (status, count) in [
+                (outbox::PENDING, stats.pending),
+                (outbox::DEAD_LETTER, stats.dead_letters),
+            ] {
                 metrics.outbox_rows.with_label_values(&[status]).set(count);
             }
             let age = stats

@@ -47,7 +47,7 @@ struct Endpoint {
 }
 
 /// More specific paths first: a resource matches by path before its methods are looked at.
-fn endpoints() -> [Endpoint; 11] {
+fn endpoints() -> [Endpoint; 12] {
     let api = |method, path, handler| Endpoint {
         method,
         path,
@@ -82,6 +82,9 @@ fn endpoints() -> [Endpoint; 11] {
         }),
         admin(Method::POST, "/admin/outbox/{event_id}/replay", || {
             web::post().to(admin::replay)
+        }),
+        admin(Method::GET, "/admin/transactions/review", || {
+            web::get().to(admin::under_review)
         }),
         api(Method::GET, "/", || web::get().to(openapi::index)),
     ]

@@ -67,7 +67,9 @@ impl DetailWriter {
 
     pub fn write(&mut self, finding: &Finding) -> std::io::Result<()> {
         match self {
-            DetailWriter::Csv(writer) => writer.serialize(finding).map_err(std::io::Error::other),
+            DetailWriter::Csv(writer) => writer
+                .serialize(spreadsheet_safe(finding))
+                .map_err(std::io::Error::other),
             DetailWriter::Json { out, first } => {
                 out.write_all(if *first { b"\n  " } else { b",\n  " })?;
                 *first = false;
@@ -266,9 +268,65 @@ pub fn render(tally: &Tally, context: &SummaryContext) -> String {
     out
 }
 
+/// The finding with every text cell made inert for spreadsheets: refIds and player ids come
+/// from the RGS and the operator, and a cell starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return would be run as a formula (OWASP, CSV injection). Such a cell gets a
+/// leading `'`, which spreadsheets show as text; numbers are written as they are.
+fn spreadsheet_safe(finding: &Finding) -> Finding {
+    let inert = |cell: &Option<String>| cell.as_deref().map(inert_cell);
+    Finding {
+        transaction_id: inert_cell(&finding.transaction_id),
+        ref_id: inert(&finding.ref_id),
+        hub_player_id: inert(&finding.hub_player_id),
+        operator_player_id: inert(&finding.operator_player_id),
+        hub_type: inert(&finding.hub_type),
+        operator_type: inert(&finding.operator_type),
+        hub_currency: inert(&finding.hub_currency),
+        operator_currency: inert(&finding.operator_currency),
+        hub_status: inert(&finding.hub_status),
+        operator_status: inert(&finding.operator_status),
+        ..finding.clone()
+    }
+}
+
+fn inert_cell(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_cells_that_a_spreadsheet_would_run_are_made_inert() {
+        let mut finding = Finding::new(Category::MissingInHub, None, None);
+        finding.transaction_id = "tx-1".into();
+        finding.ref_id = Some("=HYPERLINK(\"http://evil\",\"x\")".into());
+        finding.hub_player_id = Some("+1+cmd|' /C calc'!A0".into());
+        finding.operator_player_id = Some("@SUM(1)".into());
+        finding.hub_status = Some("-2+3".into());
+        finding.operator_status = Some("\tCOMPLETED".into());
+        finding.hub_amount_cents = Some(-5);
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.serialize(spreadsheet_safe(&finding)).unwrap();
+        let written = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        let row = written.lines().nth(1).unwrap();
+        for inert in [
+            "'=HYPERLINK",
+            "'+1+cmd",
+            "'@SUM(1)",
+            "'-2+3",
+            "'\tCOMPLETED",
+        ] {
+            assert!(row.contains(inert), "{inert} in {row}");
+        }
+        assert!(row.contains(",tx-1,"), "plain text stays as it is: {row}");
+        assert!(row.contains(",-5,"), "numbers stay numbers: {row}");
+    }
 
     #[test]
     fn the_csv_header_names_every_field_in_order() {

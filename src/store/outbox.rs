@@ -290,23 +290,34 @@ pub fn prune_delivered(
     })
 }
 
-/// Rows per status and the oldest due time, for `/metrics`.
+/// What `/metrics` shows of the outbox: the rows still to deliver, the dead letters and the
+/// oldest due time. Each is read from an index over its own status only, never from the
+/// (retention-long) history of delivered rows.
 pub struct OutboxStats {
-    pub rows: Vec<(String, i64)>,
+    pub pending: i64,
+    pub dead_letters: i64,
     pub oldest_due: Option<NaiveDateTime>,
 }
 
 pub fn stats(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<OutboxStats> {
-    use diesel::dsl::{count_star, min};
+    use diesel::dsl::min;
     use webhook_outbox::dsl as o;
-    let rows = with_conn!(conn, |c| o::webhook_outbox
-        .group_by(o::status)
-        .select((o::status, count_star()))
-        .load::<(String, i64)>(c))?;
+    let count = |conn: &mut DbConnection, status: &str| {
+        with_conn!(conn, |c| o::webhook_outbox
+            .filter(o::status.eq(status))
+            .count()
+            .get_result::<i64>(c))
+    };
+    let pending = count(conn, PENDING)?;
+    let dead_letters = count(conn, DEAD_LETTER)?;
     let oldest_due = with_conn!(conn, |c| o::webhook_outbox
         .filter(o::status.eq(PENDING))
         .filter(o::next_attempt_at.le(now))
         .select(min(o::next_attempt_at))
         .first::<Option<NaiveDateTime>>(c))?;
-    Ok(OutboxStats { rows, oldest_due })
+    Ok(OutboxStats {
+        pending,
+        dead_letters,
+        oldest_due,
+    })
 }

@@ -8,6 +8,7 @@ pub mod completer;
 mod event;
 mod phases;
 pub mod receipt;
+pub mod review;
 
 use std::sync::Arc;
 use std::time::Duration;

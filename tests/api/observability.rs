@@ -1,8 +1,11 @@
 //! What operators watch: /metrics moving with the traffic, /health and /ready.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mock_operator::FaultKind;
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
     answer, eventually, new_key, on_both_backends, wallet_body, Backend, Options, TestApp,
@@ -11,7 +14,9 @@ use crate::helpers::{
 
 on_both_backends!(
     metrics_follow_requests_operator_calls_and_webhooks,
-    health_and_readiness_answer
+    health_and_readiness_answer,
+    invented_http_methods_share_one_metrics_label,
+    a_background_loop_that_keeps_failing_is_restarted_and_reported_by_ready,
 );
 
 /// The value of the sample `name{labels}` (labels exactly as Prometheus prints them).
@@ -82,8 +87,8 @@ async fn metrics_follow_requests_operator_calls_and_webhooks(backend: Backend) {
         (r#"hub_operator_calls_total{outcome="answered"}"#, 1.0),
         (r#"hub_operator_calls_total{outcome="unavailable"}"#, 1.0),
         (r#"hub_webhook_deliveries_total{result="delivered"}"#, 1.0),
-        (r#"hub_outbox_rows{status="DELIVERED"}"#, 1.0),
         (r#"hub_outbox_rows{status="PENDING"}"#, 0.0),
+        (r#"hub_outbox_rows{status="DEAD_LETTER"}"#, 0.0),
         ("hub_wallet_overhead_seconds_count", 2.0),
     ];
     for (series, expected) in expectations {
@@ -101,6 +106,121 @@ async fn metrics_follow_requests_operator_calls_and_webhooks(backend: Backend) {
     assert!(retries >= 2.0, "every failed attempt is counted: {retries}");
     assert!(sample(&after, r#"hub_db_pool_connections{state="idle"}"#).is_some());
     assert!(!after.contains(&event_id), "raw paths never become labels");
+    assert!(
+        !after.contains(r#"status="DELIVERED""#),
+        "the delivered history is never counted on a scrape"
+    );
+}
+
+async fn invented_http_methods_share_one_metrics_label(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for method in ["BREW", "PROPFIND", "X-ANYTHING"] {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), format!("{}/health", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method}");
+    }
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"hub_http_requests_total{method="OTHER",route="/health",status="405"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    for method in ["BREW", "PROPFIND", "X-ANYTHING"] {
+        assert!(!text.contains(method), "{method} became a label");
+    }
+}
+
+async fn a_background_loop_that_keeps_failing_is_restarted_and_reported_by_ready(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ready = || async {
+        answer(
+            app.client
+                .get(format!("{}/ready", app.address))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    assert_eq!(ready().await.status, 200);
+    // A loop of this hub's supervisor that panics on its first five runs, then works.
+    let runs = Arc::new(AtomicU32::new(0));
+    let healthy = Arc::new(AtomicBool::new(false));
+    let (counter, works) = (runs.clone(), healthy.clone());
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let supervised = app
+        .hub
+        .supervisor
+        .spawn("test_loop", cancel.clone(), move |health| {
+            let (counter, works, stop) = (counter.clone(), works.clone(), stop.clone());
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if !works.load(Ordering::SeqCst) {
+                    panic!("the test loop fails");
+                }
+                health.round_succeeded();
+                stop.cancelled().await;
+                Ok::<(), String>(())
+            }
+        });
+
+    let not_ready = eventually(
+        "/ready to report the failing loop",
+        Duration::from_secs(20),
+        || async { Some(ready().await).filter(|r| r.status == 503) },
+    )
+    .await;
+    assert_eq!(not_ready.json["code"], "NOT_READY");
+    assert_eq!(not_ready.json["failingLoops"][0]["loop"], "test_loop");
+    assert!(not_ready.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("test_loop"));
+    let restarts = sample(
+        &scrape(&app).await,
+        r#"hub_background_restarts_total{loop="test_loop"}"#,
+    )
+    .unwrap();
+    assert!(restarts >= 3.0, "{restarts}");
+    assert_eq!(
+        sample(
+            &scrape(&app).await,
+            r#"hub_background_loop_up{loop="test_loop"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape(&app).await,
+            r#"hub_background_loop_up{loop="drainer"}"#
+        ),
+        Some(1.0),
+        "the hub's own loops are supervised too"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    eventually("/ready to recover", Duration::from_secs(60), || async {
+        (ready().await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &scrape(&app).await,
+            r#"hub_background_loop_up{loop="test_loop"}"#
+        ),
+        Some(1.0)
+    );
+    cancel.cancel();
+    supervised.await.unwrap();
+    assert!(runs.load(Ordering::SeqCst) >= 4);
 }
 
 async fn health_and_readiness_answer(backend: Backend) {

@@ -1,5 +1,11 @@
+CREATE INDEX webhook_outbox_status_created_at ON webhook_outbox (status, created_at);
+DROP INDEX webhook_outbox_created_at_id;
+DROP INDEX webhook_outbox_dead_letters;
+CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
+DROP INDEX webhook_outbox_pending_due;
 CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
 DROP INDEX idempotency_keys_reapable;
+CREATE INDEX transactions_id_created_at ON transactions (id, created_at);
 CREATE INDEX transactions_status_created_at ON transactions (status, created_at);
 DROP INDEX transactions_under_review;
 DROP INDEX transactions_recovery_queue;
