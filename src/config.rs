@@ -247,6 +247,17 @@ impl Config {
             "a socket address like 0.0.0.0:3000",
         )?;
         let operator = OperatorConfig::from_env(env)?;
+        let recovery = recovery_config(env)?;
+        // A crashed request's key is free again only after the deadline and the lease margin;
+        // a window no longer than that leaves its client no chance to resume the debit.
+        let key_free_after = operator.retry.deadline + recovery.lease_margin;
+        if recovery.debit_resume_window <= key_free_after {
+            return Err(ConfigError(format!(
+                "DEBIT_RESUME_WINDOW_SECONDS must exceed OPERATOR_DEADLINE_MS + IDEMPOTENCY_LEASE_MARGIN_MS ({} s), got {} s",
+                key_free_after.as_secs_f64(),
+                recovery.debit_resume_window.as_secs()
+            )));
+        }
         Ok(Self {
             listen_addr,
             database: database_config(env)?,
@@ -271,7 +282,7 @@ impl Config {
             )?,
             webhooks: webhook_config(env, defaults)?,
             admin_token: admin_token(env)?,
-            recovery: recovery_config(env)?,
+            recovery,
         })
     }
 }

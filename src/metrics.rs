@@ -3,8 +3,8 @@
 //! describe state (outbox rows, pool, circuit) are read when `/metrics` is scraped.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Seconds; from 0.5 ms to 30 s.
@@ -31,6 +31,7 @@ pub struct Metrics {
     pub background_loop_up: IntGaugeVec,
     pub recovery_attempts: IntCounterVec,
     pub under_review: IntGauge,
+    pub webhook_record_failures: IntCounter,
 }
 
 fn histogram(name: &str, help: &str) -> HistogramOpts {
@@ -135,6 +136,11 @@ impl Metrics {
                 "PENDING transactions flagged for manual review (as of the completer's last round)",
             )
             .expect("valid metric"),
+            webhook_record_failures: IntCounter::new(
+                "hub_webhook_record_failures_total",
+                "Webhook outcomes that could not be recorded (their events come back after the lease and are delivered again)",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register();
@@ -142,7 +148,8 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+            Box::new(self.webhook_record_failures.clone()),
             Box::new(self.background_restarts.clone()),
             Box::new(self.background_loop_up.clone()),
             Box::new(self.recovery_attempts.clone()),

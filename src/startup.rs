@@ -148,8 +148,8 @@ impl Application {
     }
 
     /// Runs until `cancel` fires, then stops taking requests and claiming webhooks, lets
-    /// in-flight requests and deliveries finish, releases claimed webhooks it did not start,
-    /// and returns.
+    /// in-flight requests and deliveries finish (every claimed webhook is in flight: the
+    /// drainer claims no more than it can start), and returns.
     pub async fn run_until_cancelled(self, cancel: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);

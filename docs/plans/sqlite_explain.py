@@ -298,7 +298,7 @@ def explain(path, now, stats):
     in_window = "SELECT id FROM transactions WHERE created_at BETWEEN ? AND ? ORDER BY id LIMIT 1 OFFSET ?"
     total = one("SELECT count(*) FROM transactions WHERE created_at BETWEEN ? AND ?", *window)[0]
     middle = one(in_window, *window, total // 2)[0]
-    last = one(in_window, *window, total - 500)[0]
+    last = one(in_window, *window, max(total - 500, 0))[0]
     plan("i1 reconcile first page", page_sql, ("", *window, 1000))
     plan("i2 reconcile middle page", page_sql, (middle, *window, 1000))
     plan("i3 reconcile last page", page_sql, (last, *window, 1000))

@@ -89,16 +89,19 @@ impl OperatorClient {
         })
     }
 
-    /// Sends `call` until the operator decides or the deadline passes, each attempt in a slot
-    /// of the governor (`first_slot_taken`: the caller already waited for the first one).
+    /// Sends `call` until the operator decides or `budget` (at most the configured deadline)
+    /// passes, each attempt in a slot of the governor (`first_slot_taken`: the caller already
+    /// waited for the first one).
     #[tracing::instrument(skip_all, fields(transaction_id = %call.transaction_id))]
     pub async fn execute(
         &self,
         call: &OperatorCall,
         first_slot_taken: bool,
+        budget: Duration,
     ) -> Result<Decision, OperatorError> {
         let pacing = Pacing::Governed { first_slot_taken };
-        self.send(call, pacing, self.retry.deadline).await
+        self.send(call, pacing, budget.min(self.retry.deadline))
+            .await
     }
 
     /// Like [`Self::execute`] within `budget` instead of the configured deadline: the
@@ -222,6 +225,15 @@ impl OperatorClient {
                 }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
+            // An attempt with almost no time could still move money and then only time out:
+            // an unknown outcome made on purpose. Stop before sending it.
+            if remaining < self.retry.attempt_timeout / 10 {
+                return Err(OperatorError::Unavailable {
+                    attempts: attempts - 1,
+                    last_failure: "no time left for an attempt within the deadline".into(),
+                    retry_after: None,
+                });
+            }
             let attempted = attempt(remaining.min(self.retry.attempt_timeout)).await;
             let kind = match &attempted {
                 Attempt::Decided(_) => "answered",

@@ -152,7 +152,10 @@ impl Governor {
     }
 
     fn hold_local(&self, field: fn(&mut LocalState) -> &mut Option<Instant>, duration: Duration) {
-        let until = Instant::now() + duration;
+        let now = Instant::now();
+        let until = now
+            .checked_add(duration)
+            .unwrap_or(now + crate::outbound::retry_after::MAX);
         let mut state = self.local.lock().unwrap_or_else(|p| p.into_inner());
         let slot = field(&mut state);
         *slot = Some(slot.map_or(until, |current| current.max(until)));
@@ -195,9 +198,11 @@ impl Governor {
         )
         .await;
         let (verdict, millis) = self.settle(shared, answer)?;
-        let duration = Duration::from_millis(millis.max(0) as u64);
+        // Redis is outside the process too: a corrupted key must not make a call wait for ever.
+        let duration = Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+            .min(crate::outbound::retry_after::MAX);
         Some(match verdict {
-            0 => Ok(duration),
+            0 => Ok(duration.min(max_wait)),
             1 => Err(Refusal::CircuitOpen(duration)),
             _ => Err(Refusal::RateLimited(duration)),
         })

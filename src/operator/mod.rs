@@ -47,6 +47,9 @@ pub enum DeclineReason {
     CurrencyMismatch,
     /// The operator answered `FAILED` without a more precise status.
     OperatorDeclined,
+    /// Recorded only by versions before "only a wallet status decides" (a 4xx without one);
+    /// never decided now, kept so that those stored answers can still be rebuilt.
+    OperatorError,
 }
 
 impl DeclineReason {
@@ -56,6 +59,7 @@ impl DeclineReason {
             DeclineReason::PlayerNotFound => "PLAYER_NOT_FOUND",
             DeclineReason::CurrencyMismatch => "CURRENCY_MISMATCH",
             DeclineReason::OperatorDeclined => "OPERATOR_DECLINED",
+            DeclineReason::OperatorError => "OPERATOR_ERROR",
         }
     }
 
@@ -66,6 +70,7 @@ impl DeclineReason {
             DeclineReason::PlayerNotFound,
             DeclineReason::CurrencyMismatch,
             DeclineReason::OperatorDeclined,
+            DeclineReason::OperatorError,
         ]
         .into_iter()
         .find(|reason| reason.code() == code)

@@ -24,7 +24,7 @@ use crate::config::WebhookConfig;
 use crate::domain::instant::later_by;
 use crate::metrics::Metrics;
 use crate::outbound;
-use crate::store::outbox::{self, AfterAttempt, AttemptRow, OutboxRow};
+use crate::store::outbox::{self, AfterAttempt, AttemptRow, OutboxRow, Outcome};
 use crate::store::{Store, StoreError};
 use crate::supervisor::LoopHealth;
 
@@ -62,7 +62,7 @@ impl Drainer {
             .pool_max_idle_per_host(config.concurrency)
             .build()?;
         Ok(Self {
-            recorder: Recorder::new(store.clone()),
+            recorder: Recorder::new(store.clone(), metrics.clone()),
             store,
             http,
             url: config.url.clone(),
@@ -79,7 +79,8 @@ impl Drainer {
         })
     }
 
-    /// Identifies this drainer in `locked_by` and in the attempts it records.
+    /// Identifies this drainer in the attempts it records, and starts each of its claims'
+    /// `locked_by`.
     pub fn worker(&self) -> &str {
         &self.worker
     }
@@ -87,20 +88,21 @@ impl Drainer {
     /// Claims up to `limit` due events for this drainer. A drainer that dies after claiming
     /// holds them until the lease ends; then any drainer may claim them again.
     pub async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let (worker, lease_until, limit) = (
-            self.worker.clone(),
+        let (claim, lease_until, limit) = (
+            format!("{}/{}", self.worker, Uuid::new_v4().simple()),
             later_by(now(), self.lease),
             i64::try_from(limit).unwrap_or(i64::MAX),
         );
         self.store
-            .run(move |conn| outbox::claim_due(conn, &worker, now(), lease_until, limit))
+            .run(move |conn| outbox::claim_due(conn, &claim, now(), lease_until, limit))
             .await
     }
 
-    /// The most events one claim may take: one per free slot, at most a batch.
+    /// The most events one claim may take: one per free slot, at most a batch. Outcomes
+    /// still waiting to be written take up slots too, so a slow database slows claiming.
     fn claim_size(&self, in_flight: usize) -> usize {
         self.concurrency
-            .saturating_sub(in_flight)
+            .saturating_sub(in_flight + self.recorder.backlog())
             .min(self.batch_size)
     }
 
@@ -128,6 +130,7 @@ impl Drainer {
         health: LoopHealth,
     ) -> Result<(), StoreError> {
         tracing::info!(worker = %self.worker, url = %crate::config::redact_url(&self.url), "webhook drainer started");
+        self.recorder.flush().await;
         let mut in_flight = FuturesUnordered::new();
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,7 +173,7 @@ impl Drainer {
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id, correlation_id = event.correlation_id.as_deref().unwrap_or("")))]
-    async fn deliver(&self, event: OutboxRow) -> (AttemptRow, AfterAttempt) {
+    async fn deliver(&self, event: OutboxRow) -> Outcome {
         let attempted_at = now();
         let result = delivery::attempt(
             &self.http,
@@ -209,6 +212,8 @@ impl Drainer {
                 "webhook dead-lettered"
             ),
         }
+        // Claimed rows always carry their claim; without one the outcome moves nothing.
+        let claim = event.locked_by.unwrap_or_default();
         let record = AttemptRow {
             id: 0,
             outbox_id: event.id,
@@ -219,7 +224,11 @@ impl Drainer {
             duration_ms: result.took.as_millis() as i64,
             worker: self.worker.clone(),
         };
-        (record, after)
+        Outcome {
+            attempt: record,
+            after,
+            claim,
+        }
     }
 
     fn after(&self, attempt: i32, result: &Attempted) -> AfterAttempt {

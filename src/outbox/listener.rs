@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -11,6 +12,17 @@ use tokio_util::sync::CancellationToken;
 use crate::store::outbox::CHANNEL;
 use crate::supervisor::LoopHealth;
 
+/// A black-holed database host must not hold the listener (or a shutdown) for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("no connection to Postgres within {} s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout,
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
 /// Listens until cancelled (`Ok`) or the connection fails (`Err`, for the supervisor to
 /// connect again after its backoff).
 pub async fn listen_until_cancelled(
@@ -18,15 +30,22 @@ pub async fn listen_until_cancelled(
     wake: Arc<Notify>,
     cancel: CancellationToken,
     health: LoopHealth,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
+) -> Result<(), ListenError> {
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(&url, NoTls));
+    let (client, mut connection) = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        connected = connecting => match connected {
+            Ok(connected) => connected?,
+            Err(_) => return Err(ListenError::ConnectTimeout),
+        },
+    };
     // The connection future carries the notifications; it must be polled while LISTEN runs.
     let messages = async {
         loop {
             match poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                 Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(error),
+                Some(Err(error)) => return Err(error.into()),
                 None => return Ok(()),
             }
         }

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::store::outbox::{self, AfterAttempt, AttemptRow};
+use crate::metrics::Metrics;
+use crate::store::outbox::{self, Outcome};
 use crate::store::Store;
 
 /// Outcomes still to write, and whether a writer is at work on them.
 #[derive(Default)]
 struct Queue {
-    outcomes: Vec<(AttemptRow, AfterAttempt)>,
+    outcomes: Vec<Outcome>,
     writing: bool,
 }
 
@@ -25,17 +26,24 @@ struct Queue {
 pub struct Recorder {
     store: Store,
     queue: Arc<Mutex<Queue>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Tries of one group before its events are left to their leases (delivered again later).
 const WRITE_TRIES: u32 = 3;
 
 impl Recorder {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             queue: Arc::default(),
+            metrics,
         }
+    }
+
+    /// Outcomes waiting for a write; the drainer claims less while they pile up.
+    pub fn backlog(&self) -> usize {
+        self.lock().outcomes.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -46,11 +54,20 @@ impl Recorder {
 
     /// Queues one outcome. Returns once it is written, or once another caller has taken on
     /// writing it (that caller's future finishes only when the queue is empty).
-    pub async fn record(&self, outcome: (AttemptRow, AfterAttempt)) {
+    pub async fn record(&self, outcome: Outcome) {
+        self.lock().outcomes.push(outcome);
+        self.write_queue().await;
+    }
+
+    /// Writes whatever a writer that ended early (a panic mid-write) left in the queue.
+    pub async fn flush(&self) {
+        self.write_queue().await;
+    }
+
+    async fn write_queue(&self) {
         {
             let mut queue = self.lock();
-            queue.outcomes.push(outcome);
-            if queue.writing {
+            if queue.writing || queue.outcomes.is_empty() {
                 return;
             }
             queue.writing = true;
@@ -64,7 +81,7 @@ impl Recorder {
         }
     }
 
-    async fn write(&self, group: Vec<(AttemptRow, AfterAttempt)>) {
+    async fn write(&self, group: Vec<Outcome>) {
         let events = group.len();
         for tried in 1..=WRITE_TRIES {
             let batch = group.clone();
@@ -85,11 +102,14 @@ impl Recorder {
                     tokio::time::sleep(Duration::from_millis(200) * tried).await;
                 }
                 Err(error) => {
+                    self.metrics
+                        .webhook_record_failures
+                        .inc_by(u64::try_from(events).unwrap_or(u64::MAX));
                     return tracing::error!(
                         %error,
                         events,
                         "could not record webhook attempts; their leases will bring them back"
-                    )
+                    );
                 }
             }
         }
@@ -105,7 +125,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// The next group to write, or `None` (and the writing handed back) once the queue is empty.
-    fn next_group(&mut self) -> Option<Vec<(AttemptRow, AfterAttempt)>> {
+    fn next_group(&mut self) -> Option<Vec<Outcome>> {
         let mut queue = self.recorder.lock();
         if queue.outcomes.is_empty() {
             queue.writing = false;

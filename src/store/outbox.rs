@@ -72,6 +72,16 @@ pub enum AfterAttempt {
     DeadLetter,
 }
 
+/// One delivery attempt, where its event goes next, and the claim it was made under (the
+/// `locked_by` it was claimed with): only that claim may move the event on, so an outcome
+/// that arrives after its lease lapsed and the event was claimed again changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub attempt: AttemptRow,
+    pub after: AfterAttempt,
+    pub claim: String,
+}
+
 /// Queues an event; on Postgres also notifies every listening drainer at commit.
 pub fn insert(conn: &mut DbConnection, row: &NewOutboxRow) -> QueryResult<()> {
     with_conn!(conn, |c| diesel::insert_into(webhook_outbox::table)
@@ -87,12 +97,12 @@ fn notify(conn: &mut DbConnection) -> QueryResult<()> {
     Ok(())
 }
 
-/// Claims up to `limit` due events for `worker` until `lease_until`. Rows another drainer
+/// Claims up to `limit` due events under `claim` (unique to this claim) until `lease_until`. Rows another drainer
 /// holds are skipped (`FOR UPDATE SKIP LOCKED` on Postgres; SQLite has one writer at a time),
 /// and rows whose lease ran out are due again.
 pub fn claim_due(
     conn: &mut DbConnection,
-    worker: &str,
+    claim: &str,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
@@ -115,7 +125,7 @@ pub fn claim_due(
         }
         let lease = (
             o::locked_until.eq(lease_until),
-            o::locked_by.eq(worker),
+            o::locked_by.eq(claim),
             o::updated_at.eq(now),
         );
         with_conn!(conn, |c| diesel::update(
@@ -132,22 +142,27 @@ pub fn claim_due(
     })
 }
 
-/// Records a batch of attempts, and moves each event on if its attempt's worker still holds
-/// it, in one database transaction. The attempts are kept either way: they are what the RGS
-/// was told. Returns how many events moved.
+/// Records a group of attempts, and moves each event on if its claim still holds it, in one
+/// database transaction. The attempts are kept either way: they are what the RGS was told.
+/// Returns how many events moved.
 pub fn record_attempts(
     conn: &mut DbConnection,
-    attempts: &[(AttemptRow, AfterAttempt)],
+    outcomes: &[Outcome],
     now: NaiveDateTime,
 ) -> Result<usize, StoreError> {
     use webhook_outbox::dsl as o;
-    let rows: Vec<&AttemptRow> = attempts.iter().map(|(row, _)| row).collect();
+    let rows: Vec<&AttemptRow> = outcomes.iter().map(|outcome| &outcome.attempt).collect();
     conn.write_transaction(|conn| {
         with_conn!(conn, |c| diesel::insert_into(webhook_attempts::table)
             .values(rows.clone())
             .execute(c))?;
         let mut moved = 0;
-        for (attempt, after) in attempts {
+        for Outcome {
+            attempt,
+            after,
+            claim,
+        } in outcomes
+        {
             let (status, next_attempt_at, delivered_at) = match after {
                 AfterAttempt::Delivered => (DELIVERED, now, Some(now)),
                 AfterAttempt::RetryAt(at) => (PENDING, *at, None),
@@ -160,7 +175,7 @@ pub fn record_attempts(
             let held = o::webhook_outbox
                 .filter(o::id.eq(&attempt.outbox_id))
                 .filter(o::status.eq(PENDING))
-                .filter(o::locked_by.eq(&attempt.worker));
+                .filter(o::locked_by.eq(claim));
             let change = (
                 o::status.eq(status),
                 o::attempts.eq(attempt.attempt),

@@ -145,6 +145,14 @@ pub fn take_due(
 ) -> Result<Vec<TransactionRow>, StoreError> {
     use transactions::dsl as t;
     conn.write_transaction(|conn| {
+        // A row queued by a replica older than the recovery policy has no schedule: adopt it.
+        let unscheduled = t::transactions
+            .filter(t::status.eq(PENDING))
+            .filter(t::next_recovery_at.is_null())
+            .filter(t::review_since.is_null());
+        with_conn!(conn, |c| diesel::update(unscheduled)
+            .set(t::next_recovery_at.eq(t::created_at.nullable()))
+            .execute(c))?;
         // Expanded per backend: `as_select` is typed by the backend it loads from.
         macro_rules! due {
             () => {

@@ -72,6 +72,14 @@ impl RecoveryConfig {
     /// What a round does to a due transaction before acting on it.
     fn reschedule(&self, row: &TransactionRow, now: NaiveDateTime) -> Reschedule {
         if row.kind == TransactionKind::Debit.as_str() {
+            let window_ends = later_by(row.created_at, self.debit_resume_window);
+            // Due early only if queued before this policy existed: its client may still come.
+            if window_ends > now {
+                return Reschedule {
+                    next_recovery_at: Some(window_ends),
+                    flag_for_review: false,
+                };
+            }
             return Reschedule {
                 next_recovery_at: None,
                 flag_for_review: true,
@@ -99,6 +107,8 @@ enum Recovered {
     CircuitNotClosed,
     /// A debit past its resume window: not charged, flagged for review.
     ParkedForReview,
+    /// A debit still inside its resume window: only its client may resume it.
+    NotDueYet,
 }
 
 impl Recovered {
@@ -109,6 +119,7 @@ impl Recovered {
             Recovered::LeaseHeld => "lease_held",
             Recovered::CircuitNotClosed => "circuit_not_closed",
             Recovered::ParkedForReview => "parked_for_review",
+            Recovered::NotDueYet => "not_due_yet",
         }
     }
 }
@@ -116,6 +127,11 @@ impl Recovered {
 impl WalletService {
     /// One round of the recovery policy; returns how many transactions it took.
     pub async fn recover_round(&self) -> Result<usize, WalletError> {
+        // While the circuit is not closed no round is spent: taking transactions would push
+        // their schedules back without a call.
+        if self.breaker.state() != BreakerState::Closed {
+            return Ok(0);
+        }
         let round_at = now();
         let policy = self.recovery.clone();
         let limit = i64::try_from(policy.concurrency).unwrap_or(i64::MAX);
@@ -165,6 +181,9 @@ impl WalletService {
 
     async fn recover_one(&self, pending: TransactionRow) -> Result<Recovered, WalletError> {
         if pending.kind == TransactionKind::Debit.as_str() {
+            if pending.next_recovery_at.is_some() {
+                return Ok(Recovered::NotDueYet);
+            }
             tracing::warn!(transaction_id = %pending.id, ref_id = %pending.ref_id, "a debit's outcome is unknown past its resume window: not charged, parked for review");
             return Ok(Recovered::ParkedForReview);
         }
@@ -276,6 +295,71 @@ impl WalletService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+
+    fn pending(kind: TransactionKind, created_at: NaiveDateTime) -> TransactionRow {
+        TransactionRow {
+            id: "t".into(),
+            idempotency_key: "k".into(),
+            ref_id: "r".into(),
+            player_id: "p".into(),
+            kind: kind.as_str().into(),
+            amount_cents: 100,
+            currency: "USD".into(),
+            status: transactions::PENDING.into(),
+            reason: None,
+            balance_cents: None,
+            operator_reference: None,
+            meta: None,
+            correlation_id: None,
+            created_at,
+            updated_at: created_at,
+            recovery_attempts: 0,
+            next_recovery_at: Some(created_at),
+            review_since: None,
+        }
+    }
+
+    #[test]
+    fn a_debit_is_parked_for_review_only_once_its_resume_window_has_passed() {
+        let now = Utc::now().naive_utc();
+        let young = pending(
+            TransactionKind::Debit,
+            earlier_by(now, Duration::from_secs(10)),
+        );
+        let plan = policy().reschedule(&young, now);
+        assert_eq!(
+            plan.next_recovery_at,
+            Some(later_by(young.created_at, Duration::from_secs(60)))
+        );
+        assert!(!plan.flag_for_review);
+        let old = pending(
+            TransactionKind::Debit,
+            earlier_by(now, Duration::from_secs(61)),
+        );
+        let plan = policy().reschedule(&old, now);
+        assert_eq!(plan.next_recovery_at, None);
+        assert!(plan.flag_for_review);
+    }
+
+    #[test]
+    fn a_credit_is_flagged_past_the_review_age_and_still_rescheduled() {
+        let now = Utc::now().naive_utc();
+        let young = pending(
+            TransactionKind::Credit,
+            earlier_by(now, Duration::from_secs(60)),
+        );
+        let plan = policy().reschedule(&young, now);
+        assert!(!plan.flag_for_review);
+        assert!(plan.next_recovery_at.is_some_and(|at| at > now));
+        let old = pending(
+            TransactionKind::Credit,
+            earlier_by(now, Duration::from_secs(3600)),
+        );
+        let plan = policy().reschedule(&old, now);
+        assert!(plan.flag_for_review);
+        assert!(plan.next_recovery_at.is_some_and(|at| at > now));
+    }
 
     fn policy() -> RecoveryConfig {
         RecoveryConfig {

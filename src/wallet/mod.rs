@@ -20,6 +20,7 @@ use crate::domain::instant::{earlier_by, later_by};
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
 use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, Governor, OperatorCall, OperatorClient, Refusal};
+use crate::store::transactions::TransactionRow;
 use crate::store::{Store, StoreError};
 use completer::RecoveryConfig;
 use phases::{ClaimTimes, Claimed, Lease};
@@ -166,7 +167,8 @@ impl WalletService {
         };
         let call = operator_call(&pending, &command.correlation_id)?;
         let calling = std::time::Instant::now();
-        let answered = self.operator.execute(&call, first_slot_taken).await;
+        let budget = self.operator_budget(&pending);
+        let answered = self.operator.execute(&call, first_slot_taken, budget).await;
         *operator_time = calling.elapsed();
         if let Some(open_for) = permit.record(answered.is_ok()) {
             self.governor.open_circuit(open_for).await;
@@ -196,6 +198,19 @@ impl WalletService {
                 Err(WalletError::OperatorUnavailable { retry_after })
             }
         }
+    }
+
+    /// How long the operator may be called for `pending`: a debit's last attempt must start
+    /// inside its resume window, so that a bet is never charged after the game gave up.
+    fn operator_budget(&self, pending: &TransactionRow) -> Duration {
+        if pending.kind != TransactionKind::Debit.as_str() {
+            return self.operator_deadline;
+        }
+        let window_ends = later_by(pending.created_at, self.recovery.debit_resume_window);
+        (window_ends - now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(self.operator_deadline)
     }
 
     fn claim_times(&self, kind: TransactionKind) -> ClaimTimes {
@@ -240,7 +255,7 @@ impl WalletService {
         &self,
         key: String,
         lease: Lease,
-        pending: crate::store::transactions::TransactionRow,
+        pending: TransactionRow,
         decision: crate::operator::Decision,
         correlation_id: String,
     ) -> Result<Option<Receipt>, WalletError> {
@@ -279,7 +294,7 @@ impl WalletService {
 }
 
 fn operator_call(
-    pending: &crate::store::transactions::TransactionRow,
+    pending: &TransactionRow,
     correlation_id: &str,
 ) -> Result<OperatorCall, WalletError> {
     let invalid =

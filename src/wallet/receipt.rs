@@ -97,5 +97,6 @@ fn explain(reason: DeclineReason) -> &'static str {
         DeclineReason::PlayerNotFound => "the operator does not know this player",
         DeclineReason::CurrencyMismatch => "the currency does not match the player's wallet",
         DeclineReason::OperatorDeclined => "the operator declined the transaction",
+        DeclineReason::OperatorError => "the operator refused the request",
     }
 }

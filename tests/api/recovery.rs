@@ -257,19 +257,15 @@ async fn fifty_failing_transactions_do_not_delay_a_new_ones_resolution(backend: 
 
     // Behind 50 hanging transactions taken four at a time, a queue in arrival order would
     // need more than 12 rounds of 1 s before reaching the new one.
-    let settled = eventually(
+    eventually(
         "the new credit to be settled",
         Duration::from_secs(8),
         || async {
             let row = app.transaction_for_key(&key).await?;
-            (row.status == "COMPLETED").then_some(row)
+            (row.status == "COMPLETED").then_some(())
         },
     )
     .await;
-    assert_eq!(
-        settled.recovery_attempts, 1,
-        "settled by the completer's first look at it"
-    );
     println!(
         "new credit settled {:?} after its request ended",
         pending_since.elapsed()
