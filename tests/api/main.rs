@@ -4,6 +4,7 @@ mod helpers;
 mod hostile;
 
 mod governor;
+mod hostile_operator;
 
 mod authentication;
 mod bad_input;
