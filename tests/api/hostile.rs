@@ -65,6 +65,17 @@ impl Reply {
         self.delay = delay;
         self
     }
+
+    /// The operator's SUCCESS for the wallet call `seen`, as the real one words it.
+    pub fn wallet_success(seen: &Seen) -> Self {
+        Self::json(
+            200,
+            serde_json::json!({
+                "status": "SUCCESS", "transactionId": seen.json_text("transactionId"),
+                "balance": 90.00, "currency": "USD",
+            }),
+        )
+    }
 }
 
 /// The test's script: given the request (and every earlier one), what to answer.

@@ -46,17 +46,6 @@ async fn hub_against(backend: Backend, operator: &Hostile) -> TestApp {
     TestApp::spawn_with(backend, short_retries(operator)).await
 }
 
-/// The operator's SUCCESS for `seen`'s transaction, as the real one words it.
-fn success(seen: &Seen) -> Reply {
-    Reply::json(
-        200,
-        json!({
-            "status": "SUCCESS", "transactionId": seen.json_text("transactionId"),
-            "balance": 90.00, "currency": "USD",
-        }),
-    )
-}
-
 fn is_wallet_call(seen: &Seen) -> bool {
     seen.path.ends_with("/withdraw") || seen.path.ends_with("/deposit")
 }
@@ -151,7 +140,7 @@ async fn a_redirect_is_never_followed_and_leaves_the_debit_pending(backend: Back
     let (status, base) = (redirect_status.clone(), base_url.clone());
     let operator = Hostile::start(move |seen, _| {
         if seen.path == TARGET {
-            return success(seen);
+            return Reply::wallet_success(seen);
         }
         let location = format!("{}{TARGET}", base.get().unwrap());
         Reply::json(*status.lock().unwrap(), json!({"status": "SUCCESS"}))
@@ -214,14 +203,14 @@ impl IdempotencyLayer {
             if *charged == 0 {
                 *charged += 1;
             }
-            return success(seen);
+            return Reply::wallet_success(seen);
         }
         let first = !earlier
             .iter()
             .any(|e| e.json_text("transactionId").as_deref() == Some(id.as_str()));
         if first {
             *charged += 1;
-            success(seen).after(Duration::from_secs(2))
+            Reply::wallet_success(seen).after(Duration::from_secs(2))
         } else {
             Reply::new(409, "request in progress").header("Content-Type", "text/plain")
         }
@@ -395,7 +384,7 @@ fn rate_limiting_once(retry_after: &'static str) -> (Hostile, Arc<Mutex<HashMap<
         if *charged == 0 {
             *charged += 1;
         }
-        success(seen)
+        Reply::wallet_success(seen)
     });
     (operator, charges)
 }

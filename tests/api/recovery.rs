@@ -23,6 +23,7 @@ on_both_backends!(
     the_completer_settles_abandoned_credits_with_one_call_and_a_webhook,
     a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_review,
     fifty_failing_transactions_do_not_delay_a_new_ones_resolution,
+    the_completers_failed_calls_never_open_the_circuit,
     the_replay_after_a_key_is_reaped_is_the_first_answer_byte_for_byte,
 );
 
@@ -204,11 +205,7 @@ async fn fifty_failing_transactions_do_not_delay_a_new_ones_resolution(backend: 
         if !opened.load(Ordering::SeqCst) {
             return Reply::new(503, "busy");
         }
-        let id = seen.json_text("transactionId").unwrap_or_default();
-        Reply::json(
-            200,
-            json!({"status": "SUCCESS", "transactionId": id, "balance": "1.00", "currency": "USD"}),
-        )
+        Reply::wallet_success(seen)
     });
     let mut options = Options {
         operator_url: Some(operator.base_url.clone()),
@@ -310,4 +307,60 @@ async fn the_replay_after_a_key_is_reaped_is_the_first_answer_byte_for_byte(back
         "the refId still refuses a second charge"
     );
     assert_eq!(app.operator.total_charges(), 1);
+}
+
+async fn the_completers_failed_calls_never_open_the_circuit(backend: Backend) {
+    // Calls for the stuck player fail every time; everybody else's succeed.
+    let operator = Hostile::start(|seen, _| {
+        if seen.path.contains("/stuck-player/") {
+            return Reply::new(500, "");
+        }
+        Reply::wallet_success(seen)
+    });
+    let mut options = Options {
+        operator_url: Some(operator.base_url.clone()),
+        completer_after: Duration::from_millis(100),
+        completer_backoff_initial: Duration::from_millis(10),
+        completer_backoff_max: Duration::from_millis(10),
+        ..Options::default()
+    };
+    options.retry.attempt_timeout = Duration::from_millis(200);
+    options.retry.deadline = Duration::from_millis(300);
+    options.breaker.min_calls = 5;
+    let app = TestApp::spawn_with(backend, options).await;
+    let stuck = answer(
+        app.credit(&new_key(), &wallet_body("stuck-player", 100, "USD"))
+            .await,
+    )
+    .await;
+    assert_eq!(stuck.status, 502, "{}", stuck.text);
+
+    eventually(
+        "the completer to fail on it many times",
+        Duration::from_secs(20),
+        || async {
+            (operator.seen_on("/v2/players/stuck-player/deposit").len() >= 30).then_some(())
+        },
+    )
+    .await;
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hub_operator_circuit_state 0"),
+        "the circuit stays closed: {metrics}"
+    );
+    let paid = answer(
+        app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
+            .await,
+    )
+    .await;
+    assert_eq!(paid.status, 201, "live traffic still flows: {}", paid.text);
 }
