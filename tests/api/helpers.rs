@@ -66,6 +66,8 @@ pub struct Options {
     pub webhook_lease: Duration,
     pub webhook_concurrency: usize,
     pub webhook_batch_size: usize,
+    /// How long one webhook POST may take before it is a failed attempt.
+    pub webhook_attempt_timeout: Duration,
     pub drain: bool,
     pub admin_token: Option<String>,
     /// How old a PENDING transaction must be before the completer resolves it.
@@ -112,6 +114,7 @@ impl Default for Options {
             webhook_lease: Duration::from_secs(30),
             webhook_concurrency: 8,
             webhook_batch_size: 50,
+            webhook_attempt_timeout: Duration::from_secs(2),
             drain: true,
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             completer_after: Duration::from_secs(3600),
@@ -212,7 +215,7 @@ pub fn config_for(
     config.webhooks.concurrency = options.webhook_concurrency;
     config.webhooks.batch_size = options.webhook_batch_size;
     config.webhooks.poll_interval = Duration::from_millis(100);
-    config.webhooks.attempt_timeout = Duration::from_secs(2);
+    config.webhooks.attempt_timeout = options.webhook_attempt_timeout;
     config.admin_token = options.admin_token.clone();
     config.recovery.abandoned_after = options.completer_after;
     config.recovery.every = Duration::from_millis(100);
@@ -229,6 +232,7 @@ pub struct Hub {
     pub address: String,
     pub store: Store,
     pub drainer: Drainer,
+    #[allow(dead_code)] // for tests of the background loops' health
     pub supervisor: Supervisor,
     cancel: CancellationToken,
     running: Option<JoinHandle<std::io::Result<()>>>,
@@ -590,6 +594,13 @@ impl TestApp {
 pub struct HubProcess {
     child: std::process::Child,
     pub address: String,
+}
+
+impl HubProcess {
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for HubProcess {

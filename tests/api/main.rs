@@ -10,6 +10,7 @@ mod authentication;
 mod bad_input;
 mod concurrency;
 mod faults;
+mod hostile_rgs;
 mod integration_docs;
 mod observability;
 mod operator_faults;
