@@ -98,11 +98,11 @@ impl Drainer {
             .await
     }
 
-    /// The most events one claim may take: one per free slot, at most a batch. Outcomes
-    /// still waiting to be written take up slots too, so a slow database slows claiming.
+    /// The most events one claim may take: one per free slot, at most a batch. A slot is
+    /// free once its outcome is written, so a slow database slows claiming.
     fn claim_size(&self, in_flight: usize) -> usize {
         self.concurrency
-            .saturating_sub(in_flight + self.recorder.backlog())
+            .saturating_sub(in_flight)
             .min(self.batch_size)
     }
 

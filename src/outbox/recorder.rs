@@ -4,21 +4,27 @@
 //! Outcomes are written in groups without a timer: the first outcome to arrive while no
 //! write is under way writes, and whatever lands during that write goes in the next group
 //! (group commit). An idle drainer writes each outcome at once; a busy one writes many per
-//! database transaction.
+//! database transaction. [`Recorder::record`] returns only once its outcome is written (or
+//! given up on), so a delivery holds its slot until then: a slow database slows claiming,
+//! and what is sent but not yet recorded never exceeds the drainer's slots.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::store::outbox::{self, Outcome};
 use crate::store::Store;
 
 /// Outcomes still to write, and whether a writer is at work on them.
+/// An outcome and who waits for it to be written.
+type Queued = (Outcome, oneshot::Sender<()>);
+
 #[derive(Default)]
 struct Queue {
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<Queued>,
     writing: bool,
 }
 
@@ -41,22 +47,21 @@ impl Recorder {
         }
     }
 
-    /// Outcomes waiting for a write; the drainer claims less while they pile up.
-    pub fn backlog(&self) -> usize {
-        self.lock().outcomes.len()
-    }
-
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues one outcome. Returns once it is written, or once another caller has taken on
-    /// writing it (that caller's future finishes only when the queue is empty).
+    /// Queues one outcome and returns once it is written or given up on (its lease then
+    /// brings the event back). The first caller to find no write under way writes every
+    /// group until the queue is empty; the others wait for theirs.
     pub async fn record(&self, outcome: Outcome) {
-        self.lock().outcomes.push(outcome);
+        let (written, done) = oneshot::channel();
+        self.lock().outcomes.push((outcome, written));
         self.write_queue().await;
+        // An error only means the writer ended early; the outcome stays queued for the next.
+        let _ = done.await;
     }
 
     /// Writes whatever a writer that ended early (a panic mid-write) left in the queue.
@@ -77,7 +82,11 @@ impl Recorder {
             done: false,
         };
         while let Some(group) = writer.next_group() {
-            self.write(group).await;
+            let (outcomes, waiting): (Vec<Outcome>, Vec<_>) = group.into_iter().unzip();
+            self.write(outcomes).await;
+            for written in waiting {
+                let _ = written.send(());
+            }
         }
     }
 
@@ -125,7 +134,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// The next group to write, or `None` (and the writing handed back) once the queue is empty.
-    fn next_group(&mut self) -> Option<Vec<Outcome>> {
+    fn next_group(&mut self) -> Option<Vec<Queued>> {
         let mut queue = self.recorder.lock();
         if queue.outcomes.is_empty() {
             queue.writing = false;

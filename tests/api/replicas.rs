@@ -213,14 +213,11 @@ async fn a_replica_killed_while_draining_loses_no_webhook() {
     let accepted: std::collections::HashSet<String> =
         app.rgs.accepted_event_ids().into_iter().collect();
     assert_eq!(accepted.len(), EVENTS, "every event id reached the RGS");
-    // Outcomes are recorded as they land, but a delivery slot is freed once its outcome is
-    // queued for writing, not once it is written: what can go out again (under the same event
-    // ids) is the killed replica's requests in flight (WEBHOOK_CONCURRENCY = 4) plus outcomes
-    // still waiting to be written, which nothing bounds (see hostile_rgs::
-    // a_crash_while_recording_stalls_re_sends_no_more_than_the_drainers_slots). So the bound
-    // stays loose rather than WEBHOOK_CONCURRENCY.
+    // Outcomes are recorded as they land and a delivery slot is freed only once its outcome
+    // is written: what can go out again (under the same event ids) is the killed replica's
+    // requests in flight, at most WEBHOOK_CONCURRENCY = 4.
     assert!(
-        app.rgs.duplicates() <= 20,
+        app.rgs.duplicates() <= 4,
         "at most the killed replica's unrecorded deliveries repeat"
     );
 }
