@@ -232,7 +232,6 @@ pub struct Hub {
     pub address: String,
     pub store: Store,
     pub drainer: Drainer,
-    #[allow(dead_code)] // for tests of the background loops' health
     pub supervisor: Supervisor,
     cancel: CancellationToken,
     running: Option<JoinHandle<std::io::Result<()>>>,
