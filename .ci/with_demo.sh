@@ -14,7 +14,7 @@ done
 
 cargo build --quiet --bin hub
 work=$(mktemp -d)
-ADMIN_TOKEN=postman-admin-token-0123456789 MOCK_OPERATOR_RPM=0 OPERATOR_DEADLINE_MS=2000 \
+ADMIN_TOKEN=postman-admin-token-0123456789 MOCK_OPERATOR_RPM=0 OPERATOR_DEADLINE_MS=5000 OPERATOR_ATTEMPT_TIMEOUT_MS=4500 \
   DATABASE_URL="sqlite://$work/hub.db" RUST_LOG=warn \
   target/debug/hub demo >"$work/demo.log" 2>&1 &
 demo=$!

@@ -24,7 +24,8 @@ newman run "$collection" -e "$environment" --bail failure --color off \
   --folder "4 Mock RGS" --folder "5 Admin"
 
 # The in-flight case needs two clients at once: start the first, wait until the operator
-# has its call (it answers 1.5 s later), then send the second with the same key.
+# has its call (it answers 4 s later; newman alone takes about 1.5 s to start), then send
+# the second with the same key.
 key="inflight-$(date +%s%N)"
 calls() { curl -sf http://127.0.0.1:3001/_mock/calls | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 before=$(calls)
