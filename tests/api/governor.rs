@@ -71,16 +71,9 @@ async fn redis_answers(url: &str) -> bool {
 }
 
 async fn redis_up_gauge(app: &TestApp) -> Option<f64> {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
+    app.metrics_text()
+        .await?
+        .lines()
         .find_map(|line| line.strip_prefix("hub_governor_redis_up ")?.parse().ok())
 }
 

@@ -459,6 +459,18 @@ impl TestApp {
             .expect("read the outbox")
     }
 
+    /// The hub's `/metrics` text, or `None` if it does not answer.
+    pub async fn metrics_text(&self) -> Option<String> {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     /// Makes the key look as if its owner died holding a lease that ends at `until`.
     pub async fn set_lease(&self, key: &str, until: chrono::NaiveDateTime) {
         use diesel::prelude::*;

@@ -50,6 +50,28 @@ fn event_id(seen: &Seen) -> String {
     id.to_owned()
 }
 
+/// The status codes of the event's recorded attempts, oldest first (`None`: no answer).
+async fn attempt_codes(app: &TestApp, event_id: &str) -> Vec<Option<i32>> {
+    app.attempts(event_id)
+        .await
+        .iter()
+        .map(|a| a.status_code)
+        .collect()
+}
+
+/// Runs the hub's drainer round by round until the event is delivered.
+async fn drain_until_delivered(app: &TestApp, event_id: &str) {
+    eventually(
+        &format!("event {event_id} to be delivered"),
+        PATIENCE,
+        || async {
+            app.hub.drainer.run_once().await.unwrap();
+            (app.event(event_id).await.status == "DELIVERED").then_some(())
+        },
+    )
+    .await;
+}
+
 async fn count_delivered(app: &TestApp) -> usize {
     app.all_events()
         .await
@@ -100,12 +122,7 @@ async fn a_redirect_is_a_failed_attempt_never_followed_and_the_event_is_delivere
             "{:?}",
             row.last_error
         );
-        let codes: Vec<_> = app
-            .attempts(&event_id)
-            .await
-            .iter()
-            .map(|a| a.status_code)
-            .collect();
+        let codes = attempt_codes(&app, &event_id).await;
         assert_eq!(codes, [Some(i32::from(code))]);
         assert!(
             rgs.seen_on(ELSEWHERE).is_empty(),
@@ -113,21 +130,8 @@ async fn a_redirect_is_a_failed_attempt_never_followed_and_the_event_is_delivere
         );
 
         status.store(200, SeqCst);
-        eventually(
-            &format!("the event redirected with {code} to be delivered"),
-            PATIENCE,
-            || async {
-                drainer.run_once().await.unwrap();
-                (app.event(&event_id).await.status == "DELIVERED").then_some(())
-            },
-        )
-        .await;
-        let codes: Vec<_> = app
-            .attempts(&event_id)
-            .await
-            .iter()
-            .map(|a| a.status_code)
-            .collect();
+        drain_until_delivered(&app, &event_id).await;
+        let codes = attempt_codes(&app, &event_id).await;
         assert_eq!(codes, [Some(i32::from(code)), Some(200)]);
         let answers: Vec<u16> = answered
             .lock()
@@ -282,17 +286,8 @@ async fn an_answer_slower_than_the_attempt_timeout_is_a_failed_attempt_until_the
     );
 
     slow.store(false, SeqCst);
-    eventually("the event to be delivered", PATIENCE, || async {
-        drainer.run_once().await.unwrap();
-        (app.event(&event_id).await.status == "DELIVERED").then_some(())
-    })
-    .await;
-    let codes: Vec<_> = app
-        .attempts(&event_id)
-        .await
-        .iter()
-        .map(|a| a.status_code)
-        .collect();
+    drain_until_delivered(&app, &event_id).await;
+    let codes = attempt_codes(&app, &event_id).await;
     assert_eq!(codes, [None, Some(200)]);
     assert_eq!(rgs.seen().len(), 2);
 }
@@ -314,12 +309,7 @@ async fn a_410_dead_letters_after_one_attempt(backend: Backend) {
         "410 is final though the schedule has three more steps"
     );
     assert!(row.last_error.as_deref().is_some_and(|e| e.contains("410")));
-    let codes: Vec<_> = app
-        .attempts(&event_id)
-        .await
-        .iter()
-        .map(|a| a.status_code)
-        .collect();
+    let codes = attempt_codes(&app, &event_id).await;
     assert_eq!(codes, [Some(410)]);
     assert_eq!(
         drainer.run_once().await.unwrap(),

@@ -174,16 +174,8 @@ async fn a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_revi
         .collect();
     assert_eq!(ids, [transaction_id.as_str()]);
     eventually("the review gauge", Duration::from_secs(10), || async {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
+        app.metrics_text()
+            .await?
             .contains("hub_transactions_under_review 1")
             .then_some(())
     })
@@ -344,15 +336,7 @@ async fn the_completers_failed_calls_never_open_the_circuit(backend: Backend) {
     )
     .await;
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await.expect("the hub answers /metrics");
     assert!(
         metrics.contains("hub_operator_circuit_state 0"),
         "the circuit stays closed: {metrics}"
