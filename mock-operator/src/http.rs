@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::state::{Drift, FaultKind, Operation, SharedBooks, TransactionRecord};
-use crate::{money, wallet, MockOperatorConfig};
+use crate::state::{Books, Drift, FaultKind, Operation, SharedBooks, TransactionRecord};
+use crate::wallet::{Answer, Movement};
+use crate::{money, rollback, wallet, MockOperatorConfig};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -17,6 +18,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v2/players/simulate/error", web::post().to(simulate_error))
         .route("/v2/players/{player}/withdraw", web::post().to(withdraw))
         .route("/v2/players/{player}/deposit", web::post().to(deposit))
+        .route("/v2/players/{player}/rollback", web::post().to(rollback))
         .route("/v2/players/{player}/balance", web::get().to(balance))
         .route("/v2/transactions", web::get().to(list_transactions))
         .route("/_mock/charges", web::get().to(charges))
@@ -34,7 +36,7 @@ async fn withdraw(
     books: web::Data<SharedBooks>,
     limits: web::Data<MockOperatorConfig>,
 ) -> HttpResponse {
-    wallet_call(&player, Operation::Withdraw, &body, &books, &limits).await
+    wallet_call(&player, Movement::Withdraw, &body, &books, &limits).await
 }
 
 async fn deposit(
@@ -43,22 +45,63 @@ async fn deposit(
     books: web::Data<SharedBooks>,
     limits: web::Data<MockOperatorConfig>,
 ) -> HttpResponse {
-    wallet_call(&player, Operation::Deposit, &body, &books, &limits).await
+    wallet_call(&player, Movement::Deposit, &body, &books, &limits).await
 }
 
 async fn wallet_call(
     player: &str,
-    operation: Operation,
+    movement: Movement,
     body: &[u8],
     books: &SharedBooks,
     limits: &MockOperatorConfig,
 ) -> HttpResponse {
-    let path = format!("/v2/players/{player}/{}", operation_path(operation));
+    let path = format!("/v2/players/{player}/{}", movement_path(movement));
+    guarded_call(
+        &path,
+        body,
+        books,
+        limits,
+        |books| match wallet::parse_call(body) {
+            Ok(call) => wallet::apply(books, player, movement, &call),
+            Err(answer) => answer,
+        },
+    )
+    .await
+}
+
+async fn rollback(
+    player: web::Path<String>,
+    body: web::Bytes,
+    books: web::Data<SharedBooks>,
+    limits: web::Data<MockOperatorConfig>,
+) -> HttpResponse {
+    let path = format!("/v2/players/{player}/rollback");
+    guarded_call(
+        &path,
+        &body,
+        &books,
+        &limits,
+        |books| match rollback::parse_call(&body) {
+            Ok(call) => rollback::apply(books, &player, &call),
+            Err(answer) => answer,
+        },
+    )
+    .await
+}
+
+/// Any call that moves money goes through the same rate limit, faults and call log.
+async fn guarded_call(
+    path: &str,
+    body: &[u8],
+    books: &SharedBooks,
+    limits: &MockOperatorConfig,
+    apply: impl FnOnce(&mut Books) -> Answer,
+) -> HttpResponse {
     let transaction_id = wallet::transaction_id_of(body);
     let (answer, late_by) = {
         let mut books = books.lock();
-        let (answer, late_by) = decide_call(&mut books, player, operation, body, limits);
-        books.record_call(&path, transaction_id, answer.status().as_u16());
+        let (answer, late_by) = decide_call(&mut books, limits, apply);
+        books.record_call(path, transaction_id, answer.status().as_u16());
         (answer, late_by)
     };
     if let Some(delay) = late_by {
@@ -68,11 +111,9 @@ async fn wallet_call(
 }
 
 fn decide_call(
-    books: &mut crate::Books,
-    player: &str,
-    operation: Operation,
-    body: &[u8],
+    books: &mut Books,
     limits: &MockOperatorConfig,
+    apply: impl FnOnce(&mut Books) -> Answer,
 ) -> (HttpResponse, Option<Duration>) {
     if let Err(wait) = books.admit(limits.requests_per_minute, Instant::now()) {
         return (
@@ -92,10 +133,8 @@ fn decide_call(
         Some(FaultKind::Timeout { delay }) => late_by = Some(delay),
         None => {}
     }
-    let answer = match wallet::parse_call(body) {
-        Ok(call) => wallet::apply(books, player, operation, &call),
-        Err(answer) => answer,
-    };
+    // A timeout fault still applies the call: the money moves, only the answer is late.
+    let answer = apply(books);
     let status = actix_web::http::StatusCode::from_u16(answer.status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let response = HttpResponse::build(status)
@@ -110,10 +149,10 @@ fn too_many_requests(retry_after_seconds: u64) -> HttpResponse {
         .json(json!({"status": "FAILED", "message": "rate limit exceeded"}))
 }
 
-fn operation_path(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Withdraw => "withdraw",
-        Operation::Deposit => "deposit",
+fn movement_path(movement: Movement) -> &'static str {
+    match movement {
+        Movement::Withdraw => "withdraw",
+        Movement::Deposit => "deposit",
     }
 }
 
@@ -204,6 +243,32 @@ struct ListedTransaction<'a> {
     currency: &'a str,
     status: &'a str,
     created_at: DateTime<Utc>,
+    /// Rollbacks only, hence skipped for the other rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_transaction_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refunded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refunded_amount: Option<Box<RawValue>>,
+}
+
+impl<'a> ListedTransaction<'a> {
+    fn of(record: &'a TransactionRecord) -> Self {
+        let rollback = record.rollback.as_ref();
+        Self {
+            transaction_id: &record.transaction_id,
+            player_id: &record.player_id,
+            operation: record.operation,
+            amount: money::major_json(record.amount_minor, &record.currency),
+            currency: &record.currency,
+            status: record.status,
+            created_at: record.created_at,
+            original_transaction_id: rollback.map(|r| r.original_transaction_id.as_str()),
+            refunded: rollback.map(|r| r.refunded),
+            refunded_amount: rollback
+                .map(|r| money::major_json(r.refunded_minor, &record.currency)),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -262,15 +327,7 @@ async fn list_transactions(
         .flatten();
     let data = page
         .iter()
-        .map(|record| ListedTransaction {
-            transaction_id: &record.transaction_id,
-            player_id: &record.player_id,
-            operation: record.operation,
-            amount: money::major_json(record.amount_minor, &record.currency),
-            currency: &record.currency,
-            status: record.status,
-            created_at: record.created_at,
-        })
+        .map(|record| ListedTransaction::of(record))
         .collect();
     HttpResponse::Ok().json(ListPage { data, next_cursor })
 }
@@ -294,6 +351,8 @@ struct DriftRequest {
     currency: Option<String>,
     player_id: Option<String>,
     amount_cents: Option<i64>,
+    /// For `refund`: the withdraw the operator refunds on its own.
+    original_transaction_id: Option<String>,
 }
 
 const STATUSES: [&str; 5] = [
@@ -344,9 +403,19 @@ async fn drift(request: web::Json<DriftRequest>, books: web::Data<SharedBooks>) 
                 chrono::Utc::now(),
             ),
         },
+        "refund" => {
+            let Some(original) = request.original_transaction_id.clone() else {
+                return HttpResponse::BadRequest()
+                    .json(json!({"message": "refund needs originalTransactionId"}));
+            };
+            Drift::Refund {
+                transaction_id: id,
+                original_transaction_id: original,
+            }
+        }
         other => {
             let message = format!(
-                "kind must be drop, amount, status, currency, type, player or extra, not {other:?}"
+                "kind must be drop, amount, status, currency, type, player, extra or refund, not {other:?}"
             );
             return HttpResponse::BadRequest().json(json!({"message": message}));
         }
@@ -354,6 +423,10 @@ async fn drift(request: web::Json<DriftRequest>, books: web::Data<SharedBooks>) 
     if books.lock().drift(drift) {
         HttpResponse::Ok()
             .json(json!({"kind": request.kind, "transactionId": request.transaction_id}))
+    } else if request.kind == "refund" {
+        let message = "originalTransactionId must be a charged, unrefunded withdraw \
+                       and transactionId unused";
+        HttpResponse::NotFound().json(json!({"message": message}))
     } else {
         HttpResponse::NotFound().json(json!({"message": "no such transaction"}))
     }

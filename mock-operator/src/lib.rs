@@ -1,9 +1,25 @@
-//! A mock of the operator's wallet API (DESIGN §4, §6), usable as a binary or in-process
-//! from tests, which can read its books directly: balances, per-transaction charge counts,
-//! and the time of every call.
+//! A mock of the operator's wallet API (DESIGN §4, §6, §8), usable as a binary or in-process
+//! from tests, which can read its books directly: balances, per-transaction charge and refund
+//! counts, cancelled ids, and the time of every call.
+//!
+//! Routes:
+//! - `POST /v2/players/{id}/withdraw`, `/deposit`: `{"amount","currency","transactionId",
+//!   "description"?}`, idempotent on `transactionId`. A withdraw whose id a rollback
+//!   cancelled answers 409 `{"status":"CANCELLED"}` and moves nothing.
+//! - `POST /v2/players/{id}/rollback`: `{"transactionId","originalTransactionId","amount",
+//!   "currency","description"?}`, idempotent on its own `transactionId`; refunds a charged
+//!   withdraw once (`"refunded":true`), otherwise answers `"refunded":false` and, if the
+//!   withdraw was never charged, cancels its id. 422 for a deposit or another player's withdraw.
+//! - `GET /v2/players/{id}/balance`, `GET /v2/transactions` (rollbacks listed as `ROLLBACK`
+//!   with `originalTransactionId`, `refunded`, `refundedAmount`), `GET /health`.
+//! - Faults for every money-moving route: `POST /v2/players/simulate/error`, the rate limit,
+//!   and [`MockOperator::flap`].
+//! - Test hooks: `GET /_mock/charges`, `GET /_mock/calls`, `POST /_mock/drift` (kinds `drop`,
+//!   `amount`, `status`, `currency`, `type`, `player`, `extra`, `refund`).
 
 mod http;
 pub mod money;
+mod rollback;
 mod state;
 mod wallet;
 
@@ -14,7 +30,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
 pub use state::{
-    Books, CallRecord, Drift, FaultKind, Flapping, Operation, SharedBooks, TransactionRecord,
+    Books, CallRecord, Drift, FaultKind, Flapping, Operation, RollbackDetails, SharedBooks,
+    TransactionRecord,
 };
 
 #[derive(Debug, Clone)]
@@ -74,10 +91,28 @@ impl MockOperator {
         format!("http://{}", self.addr)
     }
 
-    /// Times the operator moved money for this transaction id (0 or 1 when callers behave).
+    /// Times the operator moved money for this withdraw or deposit id (0 or 1 when callers
+    /// behave); refunds are counted apart, by [`Self::refunds_for`].
     pub fn charges_for(&self, transaction_id: &str) -> u32 {
         let books = self.books.lock();
         books.charges.get(transaction_id).copied().unwrap_or(0)
+    }
+
+    /// Times money was given back for this withdraw id, by any rollback (0 or 1, or the
+    /// operator refunded twice).
+    pub fn refunds_for(&self, original_transaction_id: &str) -> u32 {
+        let books = self.books.lock();
+        books
+            .refunds
+            .get(original_transaction_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a rollback cancelled this id before it was ever charged, so that a withdraw
+    /// with it is refused.
+    pub fn is_cancelled(&self, transaction_id: &str) -> bool {
+        self.books.lock().cancelled.contains(transaction_id)
     }
 
     pub fn total_charges(&self) -> u32 {

@@ -1,7 +1,8 @@
-//! The mock operator's books: accounts, transactions keyed by id, injected faults,
-//! a sliding-window rate limiter and a log of every wallet call for tests to inspect.
+//! The mock operator's books: accounts, transactions keyed by id, refunds and cancelled ids,
+//! injected faults, a sliding-window rate limiter and a log of every wallet call for tests
+//! to inspect.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +14,21 @@ use serde::Serialize;
 pub enum Operation {
     Withdraw,
     Deposit,
+    /// Cancels a withdraw; see [`RollbackDetails`].
+    Rollback,
+}
+
+/// What a rollback did to the withdraw it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackDetails {
+    pub original_transaction_id: String,
+    /// Whether this rollback gave money back; false when the original was never charged,
+    /// unknown, or already refunded by another rollback.
+    pub refunded: bool,
+    /// What was actually credited back, which is the original's amount and never the
+    /// rollback's own `amount`; 0 when nothing was refunded.
+    pub refunded_minor: i64,
 }
 
 /// What the operator concluded about one transaction id; replayed verbatim on retries.
@@ -26,6 +42,9 @@ pub struct TransactionRecord {
     pub currency: String,
     pub status: &'static str,
     pub created_at: DateTime<Utc>,
+    /// Only rollbacks carry these.
+    #[serde(flatten)]
+    pub rollback: Option<RollbackDetails>,
     #[serde(skip)]
     pub http_status: u16,
     #[serde(skip)]
@@ -58,6 +77,12 @@ pub enum Drift {
     },
     /// A transaction the hub never sent.
     Extra { record: TransactionRecord },
+    /// The operator refunds a charged withdraw on its own, recording the rollback
+    /// `transaction_id`: it now holds as cancelled what the hub may still hold as completed.
+    Refund {
+        transaction_id: String,
+        original_transaction_id: String,
+    },
 }
 
 impl TransactionRecord {
@@ -80,6 +105,7 @@ impl TransactionRecord {
             currency: currency.to_owned(),
             status,
             created_at,
+            rollback: None,
             http_status: if status == "SUCCESS" { 200 } else { 422 },
             response_body: body.to_string(),
         }
@@ -132,8 +158,13 @@ pub struct Books {
     pub accounts: HashMap<String, Account>,
     /// Ordered by transaction id so that listings page stably.
     pub transactions: BTreeMap<String, TransactionRecord>,
-    /// How many times each transaction id actually moved money.
+    /// How many times each withdraw or deposit id actually moved money.
     pub charges: HashMap<String, u32>,
+    /// How many times money was given back for each withdraw id (by any rollback).
+    pub refunds: HashMap<String, u32>,
+    /// Ids a rollback named before they were ever charged: a withdraw arriving with one of
+    /// them later is refused, so a bet the game gave up on is never charged late.
+    pub cancelled: HashSet<String>,
     pub calls: Vec<CallRecord>,
     fault: Option<(FaultKind, u32)>,
     flapping: Option<(Flapping, u64)>,
@@ -164,6 +195,8 @@ impl Books {
             accounts,
             transactions: BTreeMap::new(),
             charges: HashMap::new(),
+            refunds: HashMap::new(),
+            cancelled: HashSet::new(),
             calls: Vec::new(),
             fault: None,
             flapping: None,
@@ -254,7 +287,8 @@ impl Books {
         });
     }
 
-    /// Applies `drift` to the books; false if it names an unknown transaction.
+    /// Applies `drift` to the books; false if it names an unknown transaction (for a refund:
+    /// unless the original is a charged, unrefunded withdraw and the new id is unused).
     pub fn drift(&mut self, drift: Drift) -> bool {
         fn record<'a>(books: &'a mut Books, id: &str) -> Option<&'a mut TransactionRecord> {
             books.transactions.get_mut(id)
@@ -295,9 +329,17 @@ impl Books {
                     r.operation = match r.operation {
                         Operation::Withdraw => Operation::Deposit,
                         Operation::Deposit => Operation::Withdraw,
+                        // A refund reported as a plain credit is the plausible confusion.
+                        Operation::Rollback => Operation::Deposit,
                     }
                 })
                 .is_some(),
+            Drift::Refund {
+                transaction_id,
+                original_transaction_id,
+            } => {
+                crate::rollback::refund_unprompted(self, &transaction_id, &original_transaction_id)
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 //! Withdraw and deposit, idempotent on `transactionId`, as a real operator would answer them.
+//! A withdraw whose id a rollback already cancelled is refused (see [`crate::rollback`]).
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,22 @@ struct Success<'a> {
     message: &'static str,
 }
 
+/// The two calls that move money on the caller's say; rollbacks have their own module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Movement {
+    Withdraw,
+    Deposit,
+}
+
+impl From<Movement> for Operation {
+    fn from(movement: Movement) -> Self {
+        match movement {
+            Movement::Withdraw => Operation::Withdraw,
+            Movement::Deposit => Operation::Deposit,
+        }
+    }
+}
+
 /// The operator's answer: HTTP status and JSON body.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -36,7 +53,7 @@ pub struct Answer {
     pub body: String,
 }
 
-fn answer(status: u16, body: Value) -> Answer {
+pub(crate) fn answer(status: u16, body: Value) -> Answer {
     Answer {
         status,
         body: body.to_string(),
@@ -58,12 +75,8 @@ pub fn transaction_id_of(body: &[u8]) -> Option<String> {
 }
 
 /// Applies one call to the books. Retries of a known transaction id get the first answer back.
-pub fn apply(
-    books: &mut Books,
-    player_id: &str,
-    operation: Operation,
-    call: &WalletCall,
-) -> Answer {
+pub fn apply(books: &mut Books, player_id: &str, movement: Movement, call: &WalletCall) -> Answer {
+    let operation = Operation::from(movement);
     let Some(exponent) = money::exponent(&call.currency) else {
         return rejected("INVALID_CURRENCY", 400, call, "currency not supported");
     };
@@ -78,19 +91,21 @@ pub fn apply(
             && previous.operation == operation
             && previous.amount_minor == amount_minor
             && previous.currency == call.currency;
-        if !same_call {
-            return answer(
-                409,
-                json!({"status": "FAILED", "transactionId": call.transaction_id,
-                       "message": "transactionId already used for a different operation"}),
-            );
-        }
-        return Answer {
-            status: previous.http_status,
-            body: previous.response_body.clone(),
+        return if same_call {
+            replay(previous)
+        } else {
+            conflict(&call.transaction_id)
         };
     }
-    let outcome = decide(books, player_id, operation, amount_minor, call);
+    let outcome =
+        if movement == Movement::Withdraw && books.cancelled.contains(&call.transaction_id) {
+            // Recorded like any other outcome, so its retries replay the same refusal.
+            let status = "CANCELLED";
+            let message = "transaction was cancelled by a rollback";
+            (status, rejected(status, 409, call, message))
+        } else {
+            decide(books, player_id, movement, amount_minor, call)
+        };
     books.transactions.insert(
         call.transaction_id.clone(),
         TransactionRecord {
@@ -101,6 +116,7 @@ pub fn apply(
             currency: call.currency.clone(),
             status: outcome.0,
             created_at: Utc::now(),
+            rollback: None,
             http_status: outcome.1.status,
             response_body: outcome.1.body.clone(),
         },
@@ -108,10 +124,27 @@ pub fn apply(
     outcome.1
 }
 
+/// The first answer given for this id, byte for byte.
+pub(crate) fn replay(previous: &TransactionRecord) -> Answer {
+    Answer {
+        status: previous.http_status,
+        body: previous.response_body.clone(),
+    }
+}
+
+/// The id is taken by a different call: refuse without touching anything.
+pub(crate) fn conflict(transaction_id: &str) -> Answer {
+    answer(
+        409,
+        json!({"status": "FAILED", "transactionId": transaction_id,
+               "message": "transactionId already used for a different operation"}),
+    )
+}
+
 fn decide(
     books: &mut Books,
     player_id: &str,
-    operation: Operation,
+    movement: Movement,
     amount_minor: i64,
     call: &WalletCall,
 ) -> (&'static str, Answer) {
@@ -131,13 +164,13 @@ fn decide(
             ),
         );
     }
-    let new_balance = match operation {
-        Operation::Withdraw if account.balance_minor < amount_minor => {
+    let new_balance = match movement {
+        Movement::Withdraw if account.balance_minor < amount_minor => {
             let status = "INSUFFICIENT_FUNDS";
             return (status, rejected(status, 422, call, "insufficient funds"));
         }
-        Operation::Withdraw => account.balance_minor - amount_minor,
-        Operation::Deposit => match account.balance_minor.checked_add(amount_minor) {
+        Movement::Withdraw => account.balance_minor - amount_minor,
+        Movement::Deposit => match account.balance_minor.checked_add(amount_minor) {
             Some(balance) => balance,
             None => {
                 return (
