@@ -49,6 +49,10 @@ fn row(index: usize, count: usize) -> TransactionRow {
         recovery_attempts: 0,
         next_recovery_at: None,
         review_since: None,
+        round_id: None,
+        round_closed: false,
+        original_ref_id: None,
+        original_transaction_id: None,
     }
 }
 

@@ -5,4 +5,6 @@ pub mod money;
 pub mod request;
 
 pub use money::Currency;
-pub use request::{IdempotencyKey, TransactionKind, WalletRequest};
+pub use request::{
+    BalanceRequest, IdempotencyKey, RollbackRequest, Round, TransactionKind, WalletRequest,
+};

@@ -11,6 +11,8 @@ const MAX_TEXT_CHARS: usize = 255;
 pub enum TransactionKind {
     Debit,
     Credit,
+    /// Cancels a debit (DESIGN §8).
+    Rollback,
 }
 
 impl TransactionKind {
@@ -18,6 +20,7 @@ impl TransactionKind {
         match self {
             TransactionKind::Debit => "DEBIT",
             TransactionKind::Credit => "CREDIT",
+            TransactionKind::Rollback => "ROLLBACK",
         }
     }
 
@@ -25,6 +28,7 @@ impl TransactionKind {
         match text {
             "DEBIT" => Some(TransactionKind::Debit),
             "CREDIT" => Some(TransactionKind::Credit),
+            "ROLLBACK" => Some(TransactionKind::Rollback),
             _ => None,
         }
     }
@@ -38,6 +42,33 @@ pub struct WalletRequest {
     pub ref_id: String,
     /// The `meta` object as canonical JSON text (keys sorted), if one was sent.
     pub meta: Option<String>,
+    pub round: Round,
+}
+
+/// The game round a call belongs to (DESIGN §8), if the game server names one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    pub id: Option<String>,
+    /// The game server says this call ends the round.
+    pub closed: bool,
+}
+
+/// `POST /wallet/rollback`: cancel the debit whose refId is `original_ref_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackRequest {
+    pub player_id: String,
+    /// This rollback's own refId, unique like any other.
+    pub ref_id: String,
+    pub original_ref_id: String,
+    pub round_id: Option<String>,
+    pub meta: Option<String>,
+}
+
+/// `POST /wallet/balance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceRequest {
+    pub player_id: String,
+    pub currency: Currency,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,19 +92,28 @@ fn invalid(field: &'static str, message: impl Into<String>) -> RequestError {
     }
 }
 
+fn object_of(body: &[u8]) -> Result<Fields, RequestError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| invalid("body", format!("body is not valid JSON: {error}")))?;
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(invalid("body", "body must be a JSON object")),
+    }
+}
+
 impl WalletRequest {
     pub fn parse(body: &[u8], supported: &[Currency]) -> Result<Self, RequestError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|error| invalid("body", format!("body is not valid JSON: {error}")))?;
-        let Value::Object(fields) = value else {
-            return Err(invalid("body", "body must be a JSON object"));
-        };
+        let fields = object_of(body)?;
         Ok(WalletRequest {
             player_id: text_field(&fields, "playerId")?,
             amount_minor: amount_field(&fields)?,
             currency: currency_field(&fields, supported)?,
             ref_id: text_field(&fields, "refId")?,
             meta: meta_field(&fields)?,
+            round: Round {
+                id: optional_text_field(&fields, "roundId")?,
+                closed: flag_field(&fields, "roundClosed")?,
+            },
         })
     }
 
@@ -87,7 +127,48 @@ impl WalletRequest {
             self.currency.code(),
             &self.ref_id,
             self.meta.as_deref(),
+            &self.round,
         )
+    }
+}
+
+impl RollbackRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
+        let fields = object_of(body)?;
+        let request = RollbackRequest {
+            player_id: text_field(&fields, "playerId")?,
+            ref_id: text_field(&fields, "refId")?,
+            original_ref_id: text_field(&fields, "originalRefId")?,
+            round_id: optional_text_field(&fields, "roundId")?,
+            meta: meta_field(&fields)?,
+        };
+        if request.ref_id == request.original_ref_id {
+            return Err(invalid(
+                "refId",
+                "refId is the rollback's own and must differ from originalRefId",
+            ));
+        }
+        Ok(request)
+    }
+
+    pub fn fingerprint(&self) -> String {
+        rollback_fingerprint(
+            &self.player_id,
+            &self.ref_id,
+            &self.original_ref_id,
+            self.round_id.as_deref(),
+            self.meta.as_deref(),
+        )
+    }
+}
+
+impl BalanceRequest {
+    pub fn parse(body: &[u8], supported: &[Currency]) -> Result<Self, RequestError> {
+        let fields = object_of(body)?;
+        Ok(BalanceRequest {
+            player_id: text_field(&fields, "playerId")?,
+            currency: currency_field(&fields, supported)?,
+        })
     }
 }
 
@@ -100,16 +181,48 @@ pub fn fingerprint(
     currency: &str,
     ref_id: &str,
     meta: Option<&str>,
+    round: &Round,
 ) -> String {
-    let mut hasher = Sha256::new();
-    for part in [
+    let amount = amount_minor.to_string();
+    let mut parts = vec![
         kind,
         player_id,
-        &amount_minor.to_string(),
+        &amount,
         currency,
         ref_id,
         meta.unwrap_or("null"),
-    ] {
+    ];
+    // Only a call that names a round hashes one, so keys stored before rounds existed still
+    // match their replays.
+    if round.id.is_some() || round.closed {
+        parts.push(round.id.as_deref().unwrap_or("null"));
+        parts.push(if round.closed { "closed" } else { "open" });
+    }
+    hash_parts(&parts)
+}
+
+/// What identifies a rollback request for its Idempotency-Key; computable from its row.
+pub fn rollback_fingerprint(
+    player_id: &str,
+    ref_id: &str,
+    original_ref_id: &str,
+    round_id: Option<&str>,
+    meta: Option<&str>,
+) -> String {
+    hash_parts(&[
+        TransactionKind::Rollback.as_str(),
+        player_id,
+        ref_id,
+        original_ref_id,
+        round_id.unwrap_or("null"),
+        meta.unwrap_or("null"),
+    ])
+}
+
+/// Each part length-prefixed, so that no two lists of parts hash the same text.
+fn hash_parts(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
@@ -134,6 +247,24 @@ fn text_field(fields: &Fields, name: &'static str) -> Result<String, RequestErro
         )),
         Some(Value::String(text)) => Ok(text.clone()),
         Some(_) => Err(invalid(name, format!("{name} must be a string"))),
+    }
+}
+
+fn optional_text_field(
+    fields: &Fields,
+    name: &'static str,
+) -> Result<Option<String>, RequestError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => text_field(fields, name).map(Some),
+    }
+}
+
+fn flag_field(fields: &Fields, name: &'static str) -> Result<bool, RequestError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(_) => Err(invalid(name, format!("{name} must be true or false"))),
     }
 }
 

@@ -42,6 +42,9 @@ struct ErrorBody<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// The transaction the error is about, when naming it helps (the first rollback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -83,6 +86,12 @@ impl ApiError {
             ApiError::Wallet(WalletError::InProgress) => "REQUEST_IN_PROGRESS",
             ApiError::Wallet(WalletError::ResumeWindowPassed) => "RESUME_WINDOW_PASSED",
             ApiError::Wallet(WalletError::DuplicateRefId) => "DUPLICATE_REF_ID",
+            ApiError::Wallet(WalletError::TransactionRolledBack) => "TRANSACTION_ROLLED_BACK",
+            ApiError::Wallet(WalletError::AlreadyRolledBack { .. }) => "ALREADY_ROLLED_BACK",
+            ApiError::Wallet(WalletError::NotRollbackable) => "NOT_ROLLBACKABLE",
+            ApiError::Wallet(WalletError::RollbackMismatch) => "ROLLBACK_MISMATCH",
+            ApiError::Wallet(WalletError::PlayerNotFound) => "PLAYER_NOT_FOUND",
+            ApiError::Wallet(WalletError::CurrencyMismatch) => "CURRENCY_MISMATCH",
             ApiError::Wallet(
                 WalletError::OperatorUnavailable { .. } | WalletError::CircuitOpen { .. },
             ) => "OPERATOR_UNAVAILABLE",
@@ -137,8 +146,16 @@ impl ResponseError for ApiError {
             ApiError::Wallet(
                 WalletError::InProgress
                 | WalletError::DuplicateRefId
-                | WalletError::ResumeWindowPassed,
+                | WalletError::ResumeWindowPassed
+                | WalletError::TransactionRolledBack
+                | WalletError::AlreadyRolledBack { .. },
             ) => StatusCode::CONFLICT,
+            ApiError::Wallet(
+                WalletError::NotRollbackable
+                | WalletError::RollbackMismatch
+                | WalletError::CurrencyMismatch,
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Wallet(WalletError::PlayerNotFound) => StatusCode::NOT_FOUND,
             ApiError::Wallet(WalletError::OperatorUnavailable { .. }) => StatusCode::BAD_GATEWAY,
             ApiError::Wallet(WalletError::CircuitOpen { .. } | WalletError::RateLimited { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -186,6 +203,12 @@ impl ResponseError for ApiError {
             code: self.code(),
             message: self.message(),
             field: self.field(),
+            transaction_id: match self {
+                ApiError::Wallet(WalletError::AlreadyRolledBack {
+                    rollback_transaction_id,
+                }) => Some(rollback_transaction_id),
+                _ => None,
+            },
         })
     }
 }

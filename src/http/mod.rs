@@ -47,7 +47,7 @@ struct Endpoint {
 }
 
 /// More specific paths first: a resource matches by path before its methods are looked at.
-fn endpoints() -> [Endpoint; 12] {
+fn endpoints() -> [Endpoint; 14] {
     let api = |method, path, handler| Endpoint {
         method,
         path,
@@ -66,6 +66,12 @@ fn endpoints() -> [Endpoint; 12] {
         }),
         api(Method::POST, "/wallet/credit", || {
             web::post().to(wallet::credit)
+        }),
+        api(Method::POST, "/wallet/rollback", || {
+            web::post().to(wallet::rollback)
+        }),
+        api(Method::POST, "/wallet/balance", || {
+            web::post().to(wallet::balance)
         }),
         api(Method::GET, "/health", || web::get().to(health::health)),
         api(Method::GET, "/ready", || web::get().to(health::ready)),

@@ -1,12 +1,15 @@
-//! `POST /wallet/debit` and `POST /wallet/credit`: authenticate, parse, hand to the wallet.
+//! `POST /wallet/debit`, `/credit`, `/rollback` and `/balance`: authenticate, parse, hand
+//! to the wallet.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::{body, correlation, AppState};
-use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
-use crate::wallet::{Receipt, WalletCommand};
+use crate::domain::{
+    BalanceRequest, IdempotencyKey, RollbackRequest, TransactionKind, WalletRequest,
+};
+use crate::wallet::{Receipt, RollbackCommand, WalletCommand};
 
 pub async fn debit(
     request: HttpRequest,
@@ -24,6 +27,58 @@ pub async fn credit(
     handle(TransactionKind::Credit, request, payload, &state).await
 }
 
+pub async fn rollback(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = signed_body(&request, payload, &state).await?;
+    let command = RollbackCommand {
+        key: idempotency_key(&request)?,
+        request: RollbackRequest::parse(&body)?,
+        correlation_id: correlation::of(&request),
+    };
+    let receipt = state.wallet.rollback(command).await?;
+    Ok(respond(receipt))
+}
+
+/// Signed like the others, but a read: no Idempotency-Key, nothing recorded.
+pub async fn balance(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = signed_body(&request, payload, &state).await?;
+    let balance_request = BalanceRequest::parse(&body, &state.currencies)?;
+    let balance = state.wallet.balance(balance_request).await?;
+    Ok(HttpResponse::Ok().json(balance))
+}
+
+/// The body, read within the limit, once its signature and timestamp check out.
+async fn signed_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::Bytes, ApiError> {
+    let body = body::read_limited(request, payload, state.body_limit).await?;
+    state.verifier.verify(
+        &body,
+        header(request, "X-Timestamp"),
+        header(request, "X-Signature"),
+        chrono::Utc::now().timestamp(),
+    )?;
+    Ok(body)
+}
+
+fn idempotency_key(request: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
+    Ok(IdempotencyKey::parse(
+        request
+            .headers()
+            .get("Idempotency-Key")
+            .map(|v| v.as_bytes()),
+    )?)
+}
+
 fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
     // A value that is not visible ASCII cannot match a signature; "" keeps it refusable.
     request
@@ -38,19 +93,8 @@ async fn handle(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body::read_limited(&request, payload, state.body_limit).await?;
-    state.verifier.verify(
-        &body,
-        header(&request, "X-Timestamp"),
-        header(&request, "X-Signature"),
-        chrono::Utc::now().timestamp(),
-    )?;
-    let key = IdempotencyKey::parse(
-        request
-            .headers()
-            .get("Idempotency-Key")
-            .map(|v| v.as_bytes()),
-    )?;
+    let body = signed_body(&request, payload, state).await?;
+    let key = idempotency_key(&request)?;
     let wallet_request = WalletRequest::parse(&body, &state.currencies)?;
     let command = WalletCommand {
         kind,

@@ -22,7 +22,7 @@ use chrono::SecondsFormat;
 
 use super::governor::{Governor, Refusal};
 use super::listing::{self, ListQuery, Page};
-use super::{response, Decision, OperatorCall, OperatorError};
+use super::{response, BalanceAnswer, Decision, OperatorCall, OperatorError};
 use crate::config::{OperatorConfig, RetryConfig};
 use crate::domain::TransactionKind;
 use crate::metrics::Metrics;
@@ -57,6 +57,8 @@ struct WalletBody<'a> {
     amount: Box<RawValue>,
     currency: &'a str,
     transaction_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_transaction_id: Option<&'a str>,
     description: &'a str,
 }
 
@@ -135,6 +137,40 @@ impl OperatorClient {
             self.attempt(&url, &body, call, timeout)
         })
         .await
+    }
+
+    /// The player's balance, read live: retried like a wallet call inside the deadline (a
+    /// read moves no money, so every failure may simply be asked again).
+    #[tracing::instrument(skip_all)]
+    pub async fn balance(&self, player_id: &str) -> Result<BalanceAnswer, OperatorError> {
+        let url = format!(
+            "{}/v2/players/{}/balance",
+            self.base_url,
+            url_path_segment(player_id)
+        );
+        let pacing = Pacing::Governed {
+            first_slot_taken: false,
+        };
+        self.with_retries(pacing, self.retry.deadline, |timeout| {
+            self.fetch_balance(&url, timeout)
+        })
+        .await
+    }
+
+    async fn fetch_balance(&self, url: &str, timeout: Duration) -> Attempt<BalanceAnswer> {
+        let sent = self.http.get(url).timeout(timeout).send().await;
+        let (status, body) = match read_answer(sent, timeout, MAX_WALLET_ANSWER_BYTES).await {
+            Ok(answer) => answer,
+            Err(retry) => return retry,
+        };
+        match response::balance(&body) {
+            Some(answer) if !status.is_redirection() => Attempt::Decided(answer),
+            _ => retry(
+                "unknown_answer",
+                format!("operator answered {status} without a readable balance"),
+                None,
+            ),
+        }
     }
 
     /// One page of the operator's transactions created in `[start, end]`, ordered by id.
@@ -309,6 +345,7 @@ impl OperatorClient {
         let action = match call.kind {
             TransactionKind::Debit => "withdraw",
             TransactionKind::Credit => "deposit",
+            TransactionKind::Rollback => "rollback",
         };
         let player: String = url_path_segment(&call.player_id);
         format!("{}/v2/players/{player}/{action}", self.base_url)
@@ -335,7 +372,7 @@ impl OperatorClient {
             Ok(answer) => answer,
             Err(retry) => return retry,
         };
-        match response::decision(&body, call.currency) {
+        match response::decision(&body, call.currency, call.kind) {
             // A redirect is never the answer to our POST, whatever its body says.
             Some(decision) if !status.is_redirection() => Attempt::Decided(decision),
             // Not a wallet answer: the operator may or may not have moved the money. Ask
@@ -399,6 +436,7 @@ fn wallet_body(call: &OperatorCall) -> String {
         amount,
         currency: call.currency.code(),
         transaction_id: &call.transaction_id,
+        original_transaction_id: call.original_transaction_id.as_deref(),
         description: &call.description,
     };
     serde_json::to_string(&body).expect("plain struct serialises")
@@ -448,6 +486,7 @@ mod tests {
         OperatorCall {
             kind: TransactionKind::Debit,
             transaction_id: "tx-1".into(),
+            original_transaction_id: None,
             player_id: "player/001".into(),
             amount_minor,
             currency: Currency::from_iso_code(currency).unwrap(),

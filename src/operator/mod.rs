@@ -14,12 +14,14 @@ pub use governor::{Governor, Refusal};
 
 use crate::domain::{Currency, TransactionKind};
 
-/// One debit or credit towards the operator, identified by the hub's transaction id so that
-/// every retry is the same operation to the operator.
+/// One debit, credit or rollback towards the operator, identified by the hub's transaction
+/// id so that every retry is the same operation to the operator.
 #[derive(Debug, Clone)]
 pub struct OperatorCall {
     pub kind: TransactionKind,
     pub transaction_id: String,
+    /// A rollback's: the debit it cancels (charged or not, the operator knows).
+    pub original_transaction_id: Option<String>,
     pub player_id: String,
     pub amount_minor: i64,
     pub currency: Currency,
@@ -47,6 +49,8 @@ pub enum DeclineReason {
     CurrencyMismatch,
     /// The operator answered `FAILED` without a more precise status.
     OperatorDeclined,
+    /// A rollback reached the operator first: this debit must never be applied.
+    Cancelled,
     /// Recorded only by versions before "only a wallet status decides" (a 4xx without one);
     /// never decided now, kept so that those stored answers can still be rebuilt.
     OperatorError,
@@ -59,6 +63,7 @@ impl DeclineReason {
             DeclineReason::PlayerNotFound => "PLAYER_NOT_FOUND",
             DeclineReason::CurrencyMismatch => "CURRENCY_MISMATCH",
             DeclineReason::OperatorDeclined => "OPERATOR_DECLINED",
+            DeclineReason::Cancelled => "CANCELLED",
             DeclineReason::OperatorError => "OPERATOR_ERROR",
         }
     }
@@ -70,11 +75,19 @@ impl DeclineReason {
             DeclineReason::PlayerNotFound,
             DeclineReason::CurrencyMismatch,
             DeclineReason::OperatorDeclined,
+            DeclineReason::Cancelled,
             DeclineReason::OperatorError,
         ]
         .into_iter()
         .find(|reason| reason.code() == code)
     }
+}
+
+/// A player's balance as the operator reads it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalanceAnswer {
+    Balance { minor: i64, currency: Currency },
+    PlayerNotFound,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

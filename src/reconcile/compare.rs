@@ -165,6 +165,10 @@ mod tests {
             recovery_attempts: 0,
             next_recovery_at: None,
             review_since: None,
+            round_id: None,
+            round_closed: false,
+            original_ref_id: None,
+            original_transaction_id: None,
         }
     }
 

@@ -85,6 +85,30 @@ pub fn complete(
     with_conn!(conn, |c| diesel::update(held).set(done).execute(c)).map(|n| n == 1)
 }
 
+/// Stores the final answer of a key still in progress, whoever holds its lease: a debit
+/// cancelled by a rollback ends here, and the request still calling the operator for it
+/// finds its lease gone and answers with this. False if the key already had its answer.
+pub fn overrule(
+    conn: &mut DbConnection,
+    key: &str,
+    response_status: u16,
+    response_body: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let in_progress = keys::table
+        .filter(keys::idempotency_key.eq(key))
+        .filter(keys::state.eq(IN_PROGRESS));
+    let done = (
+        keys::state.eq(COMPLETED),
+        keys::response_status.eq(i32::from(response_status)),
+        keys::response_body.eq(response_body),
+        keys::lease_token.eq(None::<String>),
+        keys::locked_until.eq(None::<NaiveDateTime>),
+        keys::updated_at.eq(now),
+    );
+    with_conn!(conn, |c| diesel::update(in_progress).set(done).execute(c)).map(|n| n == 1)
+}
+
 /// Gives the lease up early so that the client's retry can resume at once.
 pub fn release(
     conn: &mut DbConnection,

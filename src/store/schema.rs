@@ -21,6 +21,10 @@ diesel::table! {
         recovery_attempts -> Integer,
         next_recovery_at -> Nullable<Timestamp>,
         review_since -> Nullable<Timestamp>,
+        round_id -> Nullable<Text>,
+        round_closed -> Bool,
+        original_ref_id -> Nullable<Text>,
+        original_transaction_id -> Nullable<Text>,
     }
 }
 

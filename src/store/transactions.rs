@@ -9,6 +9,10 @@ use super::{with_conn, DbConnection, StoreError};
 pub const PENDING: &str = "PENDING";
 pub const COMPLETED: &str = "COMPLETED";
 pub const REJECTED: &str = "REJECTED";
+/// A debit cancelled by a rollback: refunded if it was charged, never applied if not.
+pub const ROLLED_BACK: &str = "ROLLED_BACK";
+/// The reason of a debit rolled back before its own outcome was known.
+pub const CANCELLED: &str = "CANCELLED";
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = transactions)]
@@ -34,6 +38,12 @@ pub struct TransactionRow {
     pub next_recovery_at: Option<NaiveDateTime>,
     /// When it was flagged for a person to look at, if it was.
     pub review_since: Option<NaiveDateTime>,
+    pub round_id: Option<String>,
+    pub round_closed: bool,
+    /// A rollback's: the refId it cancels (always set on a rollback, never on others).
+    pub original_ref_id: Option<String>,
+    /// A rollback's: the debit it cancels; `None` for a tombstone (a refId never seen).
+    pub original_transaction_id: Option<String>,
 }
 
 /// The operator's decision, written once onto a `PENDING` row.
@@ -98,6 +108,61 @@ pub fn find_by_idempotency_key(
         .optional())
 }
 
+/// The transaction whose refId is `ref_id`, of any kind.
+pub fn find_by_ref(conn: &mut DbConnection, ref_id: &str) -> QueryResult<Option<TransactionRow>> {
+    with_conn!(conn, |c| transactions::table
+        .filter(transactions::ref_id.eq(ref_id))
+        .select(TransactionRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// The rollback (or tombstone) that names `original_ref_id`, if one was recorded.
+pub fn rollback_of(
+    conn: &mut DbConnection,
+    original_ref_id: &str,
+) -> QueryResult<Option<TransactionRow>> {
+    with_conn!(conn, |c| transactions::table
+        .filter(transactions::original_ref_id.eq(original_ref_id))
+        .select(TransactionRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Takes a `PENDING` transaction out of the completer's queue: something else (its
+/// rollback) now decides it.
+pub fn leave_recovery_queue(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+    let pending = transactions::table
+        .filter(transactions::id.eq(id))
+        .filter(transactions::status.eq(PENDING));
+    with_conn!(conn, |c| diesel::update(pending)
+        .set(transactions::next_recovery_at.eq(None::<NaiveDateTime>))
+        .execute(c))
+    .map(|_| ())
+}
+
+/// Marks a debit `ROLLED_BACK` once its rollback is settled. One that was still `PENDING`
+/// gets reason `CANCELLED` (its key's answer was 409, not a receipt); a `REJECTED` one
+/// stays as it is, since nothing had moved.
+pub fn mark_rolled_back(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+    use transactions::dsl as t;
+    let pending = t::transactions
+        .filter(t::id.eq(id))
+        .filter(t::status.eq(PENDING));
+    let cancelled = (
+        t::status.eq(ROLLED_BACK),
+        t::reason.eq(Some(CANCELLED)),
+        t::next_recovery_at.eq(None::<NaiveDateTime>),
+        t::updated_at.eq(now),
+    );
+    with_conn!(conn, |c| diesel::update(pending).set(cancelled).execute(c))?;
+    let completed = t::transactions
+        .filter(t::id.eq(id))
+        .filter(t::status.eq(COMPLETED));
+    let refunded = (t::status.eq(ROLLED_BACK), t::updated_at.eq(now));
+    with_conn!(conn, |c| diesel::update(completed).set(refunded).execute(c)).map(|_| ())
+}
+
 /// Settles a `PENDING` transaction; false if it was not pending any more.
 pub fn settle(conn: &mut DbConnection, id: &str, settlement: &Settlement) -> QueryResult<bool> {
     let pending = transactions::table
@@ -145,14 +210,6 @@ pub fn take_due(
 ) -> Result<Vec<TransactionRow>, StoreError> {
     use transactions::dsl as t;
     conn.write_transaction(|conn| {
-        // A row queued by a replica older than the recovery policy has no schedule: adopt it.
-        let unscheduled = t::transactions
-            .filter(t::status.eq(PENDING))
-            .filter(t::next_recovery_at.is_null())
-            .filter(t::review_since.is_null());
-        with_conn!(conn, |c| diesel::update(unscheduled)
-            .set(t::next_recovery_at.eq(t::created_at.nullable()))
-            .execute(c))?;
         // Expanded per backend: `as_select` is typed by the backend it loads from.
         macro_rules! due {
             () => {

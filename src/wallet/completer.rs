@@ -7,15 +7,16 @@
 //! and acts on them concurrently; so one that keeps failing never delays the others, and a
 //! crash mid-round loses nothing.
 //!
-//! - A **credit** is driven forward as the client's retry would: the completer must win
-//!   the key's lease (so no two replicas, and no returning client, resolve one transaction
-//!   at once), calls the operator with the same transaction id (an applied call is
-//!   answered, not repeated) and settles transaction, webhook and stored answer in one
-//!   database transaction. Past `manual_review_after` it is flagged for review and still
-//!   retried.
+//! - A **credit** or a **rollback** is driven forward as the client's retry would: the
+//!   completer must win the key's lease (so no two replicas, and no returning client,
+//!   resolve one transaction at once), calls the operator with the same transaction id (an
+//!   applied call is answered, not repeated) and settles transaction, webhook and stored
+//!   answer in one database transaction. Past `manual_review_after` it is flagged for
+//!   review and still retried.
 //! - A **debit** is resumed only by its own client within `debit_resume_window`; once that
-//!   has passed nobody is waiting for the bet, so it is never charged late: it is parked
-//!   and flagged for review (rollback, when it exists, cancels it instead).
+//!   has passed nobody is waiting for the bet, so it is never charged late: the completer
+//!   cancels it with a rollback of its own ([`super::rollback`]), refunded if the operator
+//!   had charged it, which from then on is driven forward like any rollback.
 //!
 //! The completer's calls stay out of the circuit breaker's statistics (they are retries of
 //! calls that already failed) and are not made while the circuit is not closed.
@@ -27,7 +28,8 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::phases::Lease;
+use super::phases::{Claimed, Lease};
+use super::rollback::{self, Requester};
 use super::{now, operator_call, WalletError, WalletService};
 use crate::domain::instant::{earlier_by, later_by};
 use crate::domain::TransactionKind;
@@ -69,20 +71,19 @@ impl RecoveryConfig {
         wait.mul_f64(rand::thread_rng().gen_range(0.8..=1.2))
     }
 
+    /// Whether `row` is a debit its client may still resume.
+    fn resumable(&self, row: &TransactionRow, now: NaiveDateTime) -> bool {
+        row.kind == TransactionKind::Debit.as_str()
+            && later_by(row.created_at, self.debit_resume_window) > now
+    }
+
     /// What a round does to a due transaction before acting on it.
     fn reschedule(&self, row: &TransactionRow, now: NaiveDateTime) -> Reschedule {
-        if row.kind == TransactionKind::Debit.as_str() {
-            let window_ends = later_by(row.created_at, self.debit_resume_window);
-            // Due early only if queued before this policy existed: its client may still come.
-            if window_ends > now {
-                return Reschedule {
-                    next_recovery_at: Some(window_ends),
-                    flag_for_review: false,
-                };
-            }
+        // Due early only if queued before this policy existed: its client may still come.
+        if self.resumable(row, now) {
             return Reschedule {
-                next_recovery_at: None,
-                flag_for_review: true,
+                next_recovery_at: Some(later_by(row.created_at, self.debit_resume_window)),
+                flag_for_review: false,
             };
         }
         Reschedule {
@@ -105,8 +106,11 @@ enum Recovered {
     /// Its client (or another replica) holds the key right now.
     LeaseHeld,
     CircuitNotClosed,
-    /// A debit past its resume window: not charged, flagged for review.
-    ParkedForReview,
+    /// A debit past its resume window, cancelled by the hub's rollback (settled, or
+    /// recorded and driven forward from now on as a rollback).
+    Cancelled,
+    /// A debit that settled meanwhile, or one a rollback already decides.
+    NothingToCancel,
     /// A debit still inside its resume window: only its client may resume it.
     NotDueYet,
 }
@@ -118,7 +122,8 @@ impl Recovered {
             Recovered::Unknown => "unknown",
             Recovered::LeaseHeld => "lease_held",
             Recovered::CircuitNotClosed => "circuit_not_closed",
-            Recovered::ParkedForReview => "parked_for_review",
+            Recovered::Cancelled => "cancelled",
+            Recovered::NothingToCancel => "nothing_to_cancel",
             Recovered::NotDueYet => "not_due_yet",
         }
     }
@@ -180,22 +185,20 @@ impl WalletService {
     }
 
     async fn recover_one(&self, pending: TransactionRow) -> Result<Recovered, WalletError> {
-        if pending.kind == TransactionKind::Debit.as_str() {
-            if pending.next_recovery_at.is_some() {
-                return Ok(Recovered::NotDueYet);
-            }
-            tracing::warn!(transaction_id = %pending.id, ref_id = %pending.ref_id, "a debit's outcome is unknown past its resume window: not charged, parked for review");
-            return Ok(Recovered::ParkedForReview);
-        }
         if self.breaker.state() != BreakerState::Closed {
             return Ok(Recovered::CircuitNotClosed);
         }
-        let key = pending.idempotency_key.clone();
+        if pending.kind == TransactionKind::Debit.as_str() {
+            if self.recovery.resumable(&pending, now()) {
+                return Ok(Recovered::NotDueYet);
+            }
+            return self.cancel_abandoned(pending).await;
+        }
         let lease = Lease {
             token: Uuid::new_v4().to_string(),
             until: later_by(now(), self.lease),
         };
-        let (taken_key, taken_lease) = (key.clone(), lease.clone());
+        let (taken_key, taken_lease) = (pending.idempotency_key.clone(), lease.clone());
         let won = self
             .store
             .run(move |conn| {
@@ -212,6 +215,41 @@ impl WalletService {
         if !won {
             return Ok(Recovered::LeaseHeld);
         }
+        self.drive_forward(pending, lease).await
+    }
+
+    /// Cancels a debit nobody waits for any more with a rollback of the hub's own.
+    async fn cancel_abandoned(&self, debit: TransactionRow) -> Result<Recovered, WalletError> {
+        let command = rollback::cancellation_of(&debit)?;
+        let mut times = self.claim_times(TransactionKind::Rollback);
+        times.recovery_due_at = later_by(times.now, self.recovery.backoff_initial);
+        let claimed = self
+            .store
+            .run(move |conn| rollback::claim(conn, &command, Requester::Hub, times, true))
+            .await;
+        tracing::warn!(transaction_id = %debit.id, ref_id = %debit.ref_id, "a debit's outcome is unknown past its resume window: cancelling it with a rollback");
+        match claimed {
+            Ok(Claimed::Owned { transaction, lease }) => {
+                self.drive_forward(*transaction, lease).await?;
+                Ok(Recovered::Cancelled)
+            }
+            Ok(Claimed::Answered(_)) => Ok(Recovered::Cancelled),
+            Ok(Claimed::Refused) | Err(WalletError::AlreadyRolledBack { .. }) => {
+                Ok(Recovered::NothingToCancel)
+            }
+            Err(WalletError::InProgress) => Ok(Recovered::LeaseHeld),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Calls the operator for a transaction whose key lease this round holds, bounded by one
+    /// attempt, and settles it; an unknown answer leaves it for a later round.
+    async fn drive_forward(
+        &self,
+        pending: TransactionRow,
+        lease: Lease,
+    ) -> Result<Recovered, WalletError> {
+        let key = pending.idempotency_key.clone();
         let correlation_id = pending
             .correlation_id
             .clone()
@@ -222,7 +260,7 @@ impl WalletService {
             self.release(&key, lease).await;
             return Ok(Recovered::Unknown);
         };
-        tracing::info!(transaction_id = %pending.id, correlation_id = %correlation_id, attempt = pending.recovery_attempts, "the completer resolved a transaction");
+        tracing::info!(transaction_id = %pending.id, kind = %pending.kind, correlation_id = %correlation_id, attempt = pending.recovery_attempts, "the completer resolved a transaction");
         let settled = self
             .settle(key, lease, pending, decision, correlation_id)
             .await?;
@@ -317,16 +355,21 @@ mod tests {
             recovery_attempts: 0,
             next_recovery_at: Some(created_at),
             review_since: None,
+            round_id: None,
+            round_closed: false,
+            original_ref_id: None,
+            original_transaction_id: None,
         }
     }
 
     #[test]
-    fn a_debit_is_parked_for_review_only_once_its_resume_window_has_passed() {
+    fn a_debit_waits_for_its_client_until_its_resume_window_has_passed() {
         let now = Utc::now().naive_utc();
         let young = pending(
             TransactionKind::Debit,
             earlier_by(now, Duration::from_secs(10)),
         );
+        assert!(policy().resumable(&young, now));
         let plan = policy().reschedule(&young, now);
         assert_eq!(
             plan.next_recovery_at,
@@ -337,9 +380,10 @@ mod tests {
             TransactionKind::Debit,
             earlier_by(now, Duration::from_secs(61)),
         );
+        assert!(!policy().resumable(&old, now));
         let plan = policy().reschedule(&old, now);
-        assert_eq!(plan.next_recovery_at, None);
-        assert!(plan.flag_for_review);
+        assert!(plan.next_recovery_at.is_some_and(|at| at > now));
+        assert!(!plan.flag_for_review);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use crate::store::transactions::TransactionRow;
 
 pub const COMPLETED: &str = "transaction.completed";
 pub const REJECTED: &str = "transaction.rejected";
+/// A rollback settled: its data is the rollback, naming the debit it cancelled.
+pub const ROLLED_BACK: &str = "transaction.rolled_back";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,11 +29,21 @@ struct Data<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     amount_cents: i64,
-    currency: &'a str,
+    /// `None` only for a tombstone, which cancels an amount nobody told the hub.
+    currency: Option<&'a str>,
     status: &'a str,
     balance_cents: Option<i64>,
     reason: Option<&'a str>,
     meta: Option<&'a RawValue>,
+    // Absent unless set, so that events of calls without rounds read as they always did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    round_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    round_closed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_ref_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_transaction_id: Option<&'a str>,
 }
 
 /// The payload for `transaction`, already settled, as JSON text.
@@ -57,11 +69,15 @@ pub fn payload(
             player_id: &transaction.player_id,
             kind: &transaction.kind,
             amount_cents: transaction.amount_cents,
-            currency: &transaction.currency,
+            currency: Some(transaction.currency.as_str()).filter(|code| !code.is_empty()),
             status: &transaction.status,
             balance_cents: transaction.balance_cents,
             reason: transaction.reason.as_deref(),
             meta: meta.as_deref(),
+            round_id: transaction.round_id.as_deref(),
+            round_closed: transaction.round_closed,
+            original_ref_id: transaction.original_ref_id.as_deref(),
+            original_transaction_id: transaction.original_transaction_id.as_deref(),
         },
     };
     serde_json::to_string(&event).expect("plain struct serialises")

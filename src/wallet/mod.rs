@@ -4,11 +4,13 @@
 //! open; what it decides is written in one database transaction together with the outbox
 //! row and the stored answer (see [`phases`]).
 
+pub mod balance;
 pub mod completer;
 mod event;
 mod phases;
 pub mod receipt;
 pub mod review;
+pub mod rollback;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ use crate::store::{Store, StoreError};
 use completer::RecoveryConfig;
 use phases::{ClaimTimes, Claimed, Lease};
 pub use receipt::Receipt;
+use rollback::Requester;
+pub use rollback::RollbackCommand;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -36,6 +40,18 @@ pub enum WalletError {
     ResumeWindowPassed,
     #[error("this refId is already used by another request")]
     DuplicateRefId,
+    #[error("a rollback for this refId was recorded first: this debit will never be charged")]
+    TransactionRolledBack,
+    #[error("this debit was already rolled back by another request")]
+    AlreadyRolledBack { rollback_transaction_id: String },
+    #[error("only a debit can be rolled back; originalRefId names another kind of transaction")]
+    NotRollbackable,
+    #[error("originalRefId names a debit of another player or another round")]
+    RollbackMismatch,
+    #[error("the operator does not know this player")]
+    PlayerNotFound,
+    #[error("the player's wallet is in another currency")]
+    CurrencyMismatch,
     #[error("the operator could not be reached; retry with the same Idempotency-Key")]
     OperatorUnavailable { retry_after: Option<Duration> },
     #[error("the operator is failing; calls are paused (nothing was recorded), retry later")]
@@ -60,6 +76,14 @@ pub struct WalletCommand {
     pub key: IdempotencyKey,
     pub request: WalletRequest,
     pub correlation_id: String,
+}
+
+/// A pending transaction this request holds the key's lease for.
+struct Owned {
+    key: IdempotencyKey,
+    lease: Lease,
+    pending: TransactionRow,
+    correlation_id: String,
 }
 
 #[derive(Clone)]
@@ -114,9 +138,61 @@ impl WalletService {
         let started = std::time::Instant::now();
         let mut operator_time = Duration::ZERO;
         let result = self.run_phases(command, &mut operator_time).await;
+        self.observe_overhead(started, operator_time);
+        result
+    }
+
+    /// `POST /wallet/rollback`: cancels a debit exactly once (see [`rollback`]).
+    #[tracing::instrument(skip_all, fields(kind = "ROLLBACK", ref_id = %command.request.ref_id, original_ref_id = %command.request.original_ref_id))]
+    pub async fn rollback(&self, command: RollbackCommand) -> Result<Receipt, WalletError> {
+        let started = std::time::Instant::now();
+        let mut operator_time = Duration::ZERO;
+        let result = self.run_rollback(command, &mut operator_time).await;
+        self.observe_overhead(started, operator_time);
+        result
+    }
+
+    fn observe_overhead(&self, started: std::time::Instant, operator_time: Duration) {
         let overhead = started.elapsed().saturating_sub(operator_time);
         self.metrics.wallet_overhead.observe(overhead.as_secs_f64());
-        result
+    }
+
+    async fn run_rollback(
+        &self,
+        command: RollbackCommand,
+        operator_time: &mut Duration,
+    ) -> Result<Receipt, WalletError> {
+        // A rollback that needs no operator call (a rejected debit, a tombstone) is recorded
+        // even while the circuit is open; one that does takes its slot in the client.
+        let permit = self.breaker.admit().map_err(Refusal::CircuitOpen);
+        let times = self.claim_times(TransactionKind::Rollback);
+        let claim_command = command.clone();
+        let may_call = permit.is_ok();
+        let claimed = self
+            .store
+            .run(move |conn| {
+                rollback::claim(conn, &claim_command, Requester::Client, times, may_call)
+            })
+            .await?;
+        match (claimed, permit) {
+            (Claimed::Answered(receipt), _) => Ok(receipt),
+            (Claimed::Owned { transaction, lease }, Ok(permit)) => {
+                let owned = Owned {
+                    key: command.key,
+                    lease,
+                    pending: *transaction,
+                    correlation_id: command.correlation_id,
+                };
+                self.call_and_settle(owned, permit, false, operator_time)
+                    .await
+            }
+            (_, Err(Refusal::CircuitOpen(retry_after) | Refusal::RateLimited(retry_after))) => {
+                Err(WalletError::CircuitOpen { retry_after })
+            }
+            (Claimed::Refused, Ok(_)) => Err(WalletError::Invariant(
+                "a rollback claim refused although the operator may be called".into(),
+            )),
+        }
     }
 
     async fn run_phases(
@@ -150,7 +226,7 @@ impl WalletService {
             .run(move |conn| phases::claim(conn, &claim_command, times, slot.is_ok()))
             .await?;
         let (pending, lease, permit) = match (claimed, permit, slot) {
-            (Claimed::Replay(receipt), _, _) => return Ok(receipt),
+            (Claimed::Answered(receipt), _, _) => return Ok(receipt),
             (Claimed::Owned { transaction, lease }, Ok(permit), Ok(())) => {
                 (transaction, lease, permit)
             }
@@ -165,9 +241,28 @@ impl WalletService {
                 ))
             }
         };
-        let call = operator_call(&pending, &command.correlation_id)?;
+        let owned = Owned {
+            key: command.key,
+            lease,
+            pending: *pending,
+            correlation_id: command.correlation_id,
+        };
+        self.call_and_settle(owned, permit, first_slot_taken, operator_time)
+            .await
+    }
+
+    /// Phases 2 and 3 for a transaction this request owns: call the operator, then write
+    /// its decision, or leave the transaction `PENDING` for a retry with the same key.
+    async fn call_and_settle(
+        &self,
+        owned: Owned,
+        permit: crate::operator::breaker::Permit,
+        first_slot_taken: bool,
+        operator_time: &mut Duration,
+    ) -> Result<Receipt, WalletError> {
+        let call = operator_call(&owned.pending, &owned.correlation_id)?;
         let calling = std::time::Instant::now();
-        let budget = self.operator_budget(&pending);
+        let budget = self.operator_budget(&owned.pending);
         let answered = self.operator.execute(&call, first_slot_taken, budget).await;
         *operator_time = calling.elapsed();
         if let Some(open_for) = permit.record(answered.is_ok()) {
@@ -175,26 +270,26 @@ impl WalletService {
         }
         match answered {
             Ok(decision) => {
-                let key = command.key.as_str().to_owned();
+                let key = owned.key.as_str().to_owned();
                 let settled = self
                     .settle(
                         key,
-                        lease,
-                        *pending,
+                        owned.lease,
+                        owned.pending,
                         decision,
-                        command.correlation_id.clone(),
+                        owned.correlation_id,
                     )
                     .await?;
                 match settled {
                     Some(receipt) => Ok(receipt),
-                    None => self.answer_after_lost_lease(command.key).await,
+                    None => self.answer_after_lost_lease(owned.key).await,
                 }
             }
             // Whatever went wrong, the operator may have applied the call: leave the
             // transaction PENDING for the retry with the same key.
             Err(error) => {
                 let retry_after = error.retry_after();
-                self.release(command.key.as_str(), lease).await;
+                self.release(owned.key.as_str(), owned.lease).await;
                 Err(WalletError::OperatorUnavailable { retry_after })
             }
         }
@@ -219,7 +314,7 @@ impl WalletService {
         // resume window has passed. Credits are driven forward after `abandoned_after`.
         let recovery_after = match kind {
             TransactionKind::Debit => self.recovery.debit_resume_window,
-            TransactionKind::Credit => self.recovery.abandoned_after,
+            TransactionKind::Credit | TransactionKind::Rollback => self.recovery.abandoned_after,
         };
         ClaimTimes {
             now,
@@ -302,6 +397,7 @@ fn operator_call(
     Ok(OperatorCall {
         kind: TransactionKind::parse(&pending.kind).ok_or_else(|| invalid("an unknown kind"))?,
         transaction_id: pending.id.clone(),
+        original_transaction_id: pending.original_transaction_id.clone(),
         player_id: pending.player_id.clone(),
         amount_minor: pending.amount_cents,
         currency: crate::domain::Currency::from_iso_code(&pending.currency)

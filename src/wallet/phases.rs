@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::receipt::{self, Receipt};
 use super::{event, WalletCommand, WalletError};
 use crate::domain::request;
-use crate::domain::TransactionKind;
+use crate::domain::{Round, TransactionKind};
 use crate::operator::Decision;
 use crate::store::idempotency_keys::{self, KeyRow};
 use crate::store::outbox::{self, NewOutboxRow};
@@ -36,8 +36,9 @@ pub enum Claimed {
         transaction: Box<TransactionRow>,
         lease: Lease,
     },
-    /// The key already has its final answer.
-    Replay(Receipt),
+    /// The key has its final answer: stored before (a replay), or decided by this claim
+    /// without the operator (a rollback of a rejected debit, a tombstone).
+    Answered(Receipt),
     /// Going on would need the operator, and new work was not allowed (circuit open).
     Refused,
 }
@@ -108,50 +109,74 @@ pub fn claim(
         existing.decide(conn, lease.clone(), true)
     });
     match claimed {
-        Err(WalletError::DuplicateRefId) => answer_for_reaped_key(conn, command, &fingerprint),
+        Err(WalletError::DuplicateRefId) => {
+            if let Some(answer) = answer_for_reaped_key(conn, command.key.as_str(), &fingerprint)? {
+                return Ok(answer);
+            }
+            let tombstone = transactions::rollback_of(conn, &command.request.ref_id)?
+                .filter(|rollback| rollback.original_transaction_id.is_none());
+            match (command.kind, tombstone) {
+                (TransactionKind::Debit, Some(_)) => Err(WalletError::TransactionRolledBack),
+                _ => Err(WalletError::DuplicateRefId),
+            }
+        }
         other => other,
     }
 }
 
 /// A key whose row is gone (reaped) but whose transaction stays: the same request gets the
 /// first answer again, rebuilt from the transaction; another request under that key is a
-/// reuse. Without such a transaction, the refId belongs to another key.
-fn answer_for_reaped_key(
+/// reuse. `None` when the key never made a transaction.
+pub(super) fn answer_for_reaped_key(
     conn: &mut DbConnection,
-    command: &WalletCommand,
+    key: &str,
     fingerprint: &str,
-) -> Result<Claimed, WalletError> {
-    let Some(made) = transactions::find_by_idempotency_key(conn, command.key.as_str())? else {
-        return Err(WalletError::DuplicateRefId);
+) -> Result<Option<Claimed>, WalletError> {
+    let Some(made) = transactions::find_by_idempotency_key(conn, key)? else {
+        return Ok(None);
     };
     if fingerprint_of(&made) != fingerprint {
         return Err(WalletError::KeyReused);
     }
     receipt::rebuild(&made)
-        .map(Claimed::Replay)
+        .map(|answer| Some(Claimed::Answered(answer)))
         .ok_or(WalletError::InProgress)
 }
 
+/// The fingerprint of the request that made `row`, from the row's own columns.
 fn fingerprint_of(row: &TransactionRow) -> String {
-    request::fingerprint(
-        &row.kind,
-        &row.player_id,
-        row.amount_cents,
-        &row.currency,
-        &row.ref_id,
-        row.meta.as_deref(),
-    )
+    match (row.kind.as_str(), &row.original_ref_id) {
+        ("ROLLBACK", Some(original_ref_id)) => request::rollback_fingerprint(
+            &row.player_id,
+            &row.ref_id,
+            original_ref_id,
+            row.round_id.as_deref(),
+            row.meta.as_deref(),
+        ),
+        _ => request::fingerprint(
+            &row.kind,
+            &row.player_id,
+            row.amount_cents,
+            &row.currency,
+            &row.ref_id,
+            row.meta.as_deref(),
+            &Round {
+                id: row.round_id.clone(),
+                closed: row.round_closed,
+            },
+        ),
+    }
 }
 
 /// A key that already exists, and what its request must match.
-struct Existing<'a> {
-    key: &'a str,
-    fingerprint: &'a str,
-    times: ClaimTimes,
+pub(super) struct Existing<'a> {
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub times: ClaimTimes,
 }
 
 impl Existing<'_> {
-    fn decide(
+    pub fn decide(
         &self,
         conn: &mut DbConnection,
         lease: Lease,
@@ -164,7 +189,7 @@ impl Existing<'_> {
             return Err(WalletError::KeyReused);
         }
         if let Some(receipt) = stored_receipt(&existing) {
-            return Ok(Claimed::Replay(receipt));
+            return Ok(Claimed::Answered(receipt));
         }
         if existing
             .locked_until
@@ -197,7 +222,7 @@ impl Existing<'_> {
     }
 }
 
-fn stored_receipt(key: &KeyRow) -> Option<Receipt> {
+pub(super) fn stored_receipt(key: &KeyRow) -> Option<Receipt> {
     match (key.state.as_str(), key.response_status, &key.response_body) {
         (idempotency_keys::COMPLETED, Some(status), Some(body)) => Some(Receipt {
             status: u16::try_from(status).ok()?,
@@ -230,6 +255,10 @@ fn new_transaction(command: &WalletCommand, times: ClaimTimes) -> TransactionRow
         recovery_attempts: 0,
         next_recovery_at: Some(times.recovery_due_at),
         review_since: None,
+        round_id: request.round.id.clone(),
+        round_closed: request.round.closed,
+        original_ref_id: None,
+        original_transaction_id: None,
     }
 }
 
@@ -257,6 +286,9 @@ pub fn settle(
                 "transaction {} was no longer pending",
                 pending.id
             )));
+        }
+        if let Some(original) = &pending.original_transaction_id {
+            transactions::mark_rolled_back(conn, original, now)?;
         }
         outbox::insert(conn, &outbox_row(&settled, correlation_id, now))?;
         Ok(Some(receipt.clone()))
@@ -287,11 +319,15 @@ fn settlement_of(decision: &Decision, now: NaiveDateTime) -> Settlement {
     }
 }
 
-fn outbox_row(settled: &TransactionRow, correlation_id: &str, now: NaiveDateTime) -> NewOutboxRow {
-    let event_type = if settled.status == transactions::COMPLETED {
-        event::COMPLETED
-    } else {
-        event::REJECTED
+pub(super) fn outbox_row(
+    settled: &TransactionRow,
+    correlation_id: &str,
+    now: NaiveDateTime,
+) -> NewOutboxRow {
+    let event_type = match (settled.kind.as_str(), settled.status.as_str()) {
+        ("ROLLBACK", _) => event::ROLLED_BACK,
+        (_, transactions::COMPLETED) => event::COMPLETED,
+        _ => event::REJECTED,
     };
     let event_id = Uuid::now_v7().to_string();
     NewOutboxRow {

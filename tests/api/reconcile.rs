@@ -383,6 +383,10 @@ fn settled_row(id: &str, created_at: chrono::NaiveDateTime) -> TransactionRow {
         recovery_attempts: 0,
         next_recovery_at: None,
         review_since: None,
+        round_id: None,
+        round_closed: false,
+        original_ref_id: None,
+        original_transaction_id: None,
     }
 }
 
