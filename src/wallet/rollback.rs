@@ -42,6 +42,12 @@ pub struct RollbackCommand {
     pub correlation_id: String,
 }
 
+/// The reason of a rollback recorded without an operator call: its debit was rejected, so
+/// nothing had moved.
+pub const ORIGINAL_REJECTED: &str = "ORIGINAL_REJECTED";
+/// The reason of a tombstone: the hub never saw the debit, so nothing had moved.
+pub const ORIGINAL_UNKNOWN: &str = "ORIGINAL_UNKNOWN";
+
 /// Who asks for the rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requester {
@@ -258,9 +264,11 @@ fn new_rollback(
     times: ClaimTimes,
 ) -> TransactionRow {
     let request = &command.request;
-    let (status, next_recovery_at) = match plan {
-        Plan::CallOperator => (transactions::PENDING, Some(times.recovery_due_at)),
-        Plan::RecordOnly | Plan::Tombstone => (transactions::COMPLETED, None),
+    // A rollback that never reaches the operator says why, for reconciliation and the RGS.
+    let (status, reason, next_recovery_at) = match plan {
+        Plan::CallOperator => (transactions::PENDING, None, Some(times.recovery_due_at)),
+        Plan::RecordOnly => (transactions::COMPLETED, Some(ORIGINAL_REJECTED), None),
+        Plan::Tombstone => (transactions::COMPLETED, Some(ORIGINAL_UNKNOWN), None),
     };
     TransactionRow {
         id: Uuid::now_v7().to_string(),
@@ -271,7 +279,7 @@ fn new_rollback(
         amount_cents: original.map_or(0, |debit| debit.amount_cents),
         currency: original.map_or_else(String::new, |debit| debit.currency.clone()),
         status: status.to_owned(),
-        reason: None,
+        reason: reason.map(str::to_owned),
         balance_cents: None,
         operator_reference: None,
         meta: request.meta.clone(),
