@@ -21,7 +21,8 @@ use crate::hostile::{Hostile, Reply};
 
 on_both_backends!(
     the_completer_settles_abandoned_credits_with_one_call_and_a_webhook,
-    a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_review,
+    a_debit_past_its_resume_window_is_cancelled_by_the_hub_never_charged_late,
+    a_credit_unknown_past_the_review_age_is_flagged_and_still_retried,
     fifty_failing_transactions_do_not_delay_a_new_ones_resolution,
     the_completers_failed_calls_never_open_the_circuit,
     the_replay_after_a_key_is_reaped_is_the_first_answer_byte_for_byte,
@@ -114,7 +115,7 @@ async fn the_completer_settles_abandoned_credits_with_one_call_and_a_webhook(bac
     assert_eq!(app.operator.total_charges(), 2, "and no new call");
 }
 
-async fn a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_review(
+async fn a_debit_past_its_resume_window_is_cancelled_by_the_hub_never_charged_late(
     backend: Backend,
 ) {
     let mut options = Options::default();
@@ -129,10 +130,76 @@ async fn a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_revi
         FaultKind::ServerError,
     )
     .await;
-    let calls_before = app.operator.calls().len();
+
+    let cancelled = eventually(
+        "the completer to cancel the debit",
+        Duration::from_secs(20),
+        || async {
+            let row = app.transaction_for_key(&key).await?;
+            (row.status == "ROLLED_BACK").then_some(row)
+        },
+    )
+    .await;
+    assert_eq!(cancelled.reason.as_deref(), Some("CANCELLED"));
+    assert_eq!(cancelled.next_recovery_at, None, "out of the queue");
+    let rollback = app
+        .transaction_for_key(&format!("hub-cancel:{transaction_id}"))
+        .await
+        .expect("the hub's own rollback is recorded under a key of its own");
+    assert_eq!(rollback.kind, "ROLLBACK");
+    assert_eq!(rollback.status, "COMPLETED");
+    assert_eq!(
+        rollback.original_transaction_id.as_deref(),
+        Some(transaction_id.as_str())
+    );
+    assert_eq!(rollback.amount_cents, 300);
+
+    let late = answer(app.debit(&key, &body).await).await;
+    assert_eq!(late.status, 409, "{}", late.text);
+    assert_eq!(late.json["code"], "TRANSACTION_ROLLED_BACK");
+    let withdrawals_after_the_window = app
+        .operator
+        .calls()
+        .iter()
+        .filter(|call| call.path.ends_with("/withdraw"))
+        .filter(|call| call.status != 500)
+        .count();
+    assert_eq!(
+        withdrawals_after_the_window, 0,
+        "the debit is never sent again once its window has passed"
+    );
+    assert_eq!(app.operator.charges_for(&transaction_id), 0);
+    assert!(app.operator.is_cancelled(&transaction_id));
+    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+
+    let event_id = app.only_event_of(&rollback.id).await;
+    app.wait_for_status(&event_id, "DELIVERED").await;
+    assert!(
+        app.outbox_for(&transaction_id).await.is_empty(),
+        "no event of the debit's own"
+    );
+}
+
+async fn a_credit_unknown_past_the_review_age_is_flagged_and_still_retried(backend: Backend) {
+    let mut options = Options::default();
+    short_calls(&mut options);
+    options.completer_after = Duration::from_millis(100);
+    options.manual_review_after = Duration::from_secs(1);
+    options.completer_backoff_initial = Duration::from_millis(200);
+    let app = TestApp::spawn_with(backend, options).await;
+    let key = new_key();
+    app.operator.inject_fault(FaultKind::ServerError, 100_000);
+    let credit = wallet_body("player-005", 900, "USD");
+    let first = answer(
+        app.post_signed("/wallet/credit", &key, &credit.to_string())
+            .await,
+    )
+    .await;
+    assert_eq!(first.status, 502, "{}", first.text);
+    let transaction_id = app.transaction_for_key(&key).await.expect("recorded").id;
 
     let flagged = eventually(
-        "the completer to flag the debit for review",
+        "the completer to flag the credit for review",
         Duration::from_secs(20),
         || async {
             let row = app.transaction_for_key(&key).await?;
@@ -140,20 +207,8 @@ async fn a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_revi
         },
     )
     .await;
-
     assert_eq!(flagged.status, "PENDING", "its outcome is still unknown");
-    assert_eq!(flagged.next_recovery_at, None, "parked: no further rounds");
-    assert!(app.outbox_for(&transaction_id).await.is_empty());
-    let late = answer(app.debit(&key, &body).await).await;
-    assert_eq!(late.status, 409, "{}", late.text);
-    assert_eq!(late.json["code"], "RESUME_WINDOW_PASSED");
-    assert_eq!(
-        app.operator.calls().len(),
-        calls_before,
-        "neither the completer nor the late retry called the operator"
-    );
-    assert_eq!(app.operator.charges_for(&transaction_id), 0);
-    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+    assert!(flagged.next_recovery_at.is_some(), "still retried");
 
     let listed = answer(
         app.client
@@ -183,6 +238,9 @@ async fn a_debit_past_its_resume_window_is_never_charged_and_is_flagged_for_revi
     let cli = app.hub_cli(&["transactions", "review"]);
     assert!(cli.status.success(), "{cli:?}");
     assert!(String::from_utf8_lossy(&cli.stdout).contains(&transaction_id));
+
+    app.operator.inject_fault(FaultKind::ServerError, 0);
+    wait_until_settled_and_delivered(&app, &key, &transaction_id).await;
 }
 
 async fn fifty_failing_transactions_do_not_delay_a_new_ones_resolution(backend: Backend) {
