@@ -458,3 +458,265 @@ async fn a_postgres_restart_mid_load_is_ridden_out_without_half_written_state() 
     }
     assert_reconciles(&app);
 }
+
+/// One request of the seamless-wallet load, retried with its own key until it is final.
+#[derive(Debug, Clone)]
+struct Job {
+    path: &'static str,
+    key: String,
+    body: Value,
+}
+
+impl Job {
+    fn new(path: &'static str, body: Value) -> Self {
+        Self {
+            path,
+            key: new_key(),
+            body,
+        }
+    }
+}
+
+/// Final: anything but a 5xx or a request still in progress (a 409 such as
+/// TRANSACTION_ROLLED_BACK or RESUME_WINDOW_PASSED is the key's answer, not a retry hint).
+fn is_final(answered: &Answer) -> bool {
+    answered.status < 500 && answered.json["code"] != "REQUEST_IN_PROGRESS"
+}
+
+async fn send_jobs(app: &TestApp, address: &str, jobs: &[Job]) -> Vec<Option<Answer>> {
+    futures_util::stream::iter(jobs)
+        .map(|job| async move {
+            let sent = try_post_signed(
+                &app.client,
+                address,
+                job.path,
+                &job.key,
+                &job.body.to_string(),
+            )
+            .await;
+            match sent {
+                Ok(response) => Some(answer(response).await),
+                Err(_) => None,
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+async fn retry_jobs_until_final(app: &TestApp, address: &str, jobs: &[Job]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut open: Vec<Job> = jobs.to_vec();
+    while !open.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} requests never got a final answer",
+            open.len()
+        );
+        let answers = futures_util::stream::iter(open.clone())
+            .map(|job| async move {
+                let sent = try_post_signed(
+                    &app.client,
+                    address,
+                    job.path,
+                    &job.key,
+                    &job.body.to_string(),
+                )
+                .await;
+                let finished = match sent {
+                    Ok(response) => is_final(&answer(response).await),
+                    Err(_) => false,
+                };
+                (job, finished)
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        open = answers
+            .into_iter()
+            .filter(|(_, finished)| !finished)
+            .map(|(job, _)| job)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn all_transactions(app: &TestApp) -> Vec<hub::store::transactions::TransactionRow> {
+    use diesel::prelude::*;
+    use hub::store::schema::transactions::dsl::transactions;
+    use hub::store::transactions::TransactionRow;
+    use hub::store::{DbConnection, StoreError};
+    app.store
+        .run(|conn| {
+            let rows = match conn {
+                DbConnection::Postgres(c) => {
+                    transactions.select(TransactionRow::as_select()).load(c)
+                }
+                DbConnection::Sqlite(c) => transactions.select(TransactionRow::as_select()).load(c),
+            };
+            rows.map_err(StoreError::from)
+        })
+        .await
+        .expect("read the transactions")
+}
+
+/// The seamless-wallet fault suite: a flapping operator, rollbacks of debits in flight and
+/// of completed ones, and a SIGKILL mid-load. Judged by the books: per player, the
+/// operator's balance moved by exactly the completed credits minus the completed debits that
+/// were not rolled back, every debit is charged net once or not at all, every settled
+/// rollback has one `transaction.rolled_back`, and `hub reconcile` exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_DATABASE_URL to run the Postgres half"
+)]
+async fn rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole() {
+    let mut options = Options::default();
+    options.retry.attempt_timeout = Duration::from_millis(300);
+    options.retry.deadline = Duration::from_millis(1000);
+    options.breaker.min_calls = 100_000;
+    options.completer_after = Duration::from_secs(1);
+    options.debit_resume_window = Duration::from_secs(3);
+    options.completer_backoff_initial = Duration::from_millis(200);
+    options.completer_backoff_max = Duration::from_secs(1);
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    let settings = [
+        ("OPERATOR_DEADLINE_MS", "1000"),
+        ("OPERATOR_ATTEMPT_TIMEOUT_MS", "300"),
+        ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
+        ("DEBIT_RESUME_WINDOW_SECONDS", "3"),
+        ("COMPLETER_AFTER_SECONDS", "1"),
+        ("COMPLETER_INTERVAL_MS", "200"),
+        ("COMPLETER_BACKOFF_INITIAL_MS", "200"),
+        ("COMPLETER_BACKOFF_MAX_SECONDS", "1"),
+        ("OPERATOR_BREAKER_MIN_CALLS", "100000"),
+        ("WEBHOOK_LEASE_SECONDS", "2"),
+        ("WEBHOOK_TIMEOUT_MS", "1000"),
+    ];
+    let players = ["player-001", "player-005"];
+    let opening: HashMap<&str, i64> = players
+        .iter()
+        .map(|p| (*p, app.operator.balance(p).unwrap()))
+        .collect();
+    let doomed = spawn_hub_process(&app, &settings);
+    app.operator.flap(Some(Flapping {
+        server_error_per_mille: 200,
+        rate_limited_per_mille: 50,
+        late_per_mille: 80,
+        late_by: Duration::from_millis(500),
+        retry_after_seconds: 1,
+        seed: 20_261_125,
+    }));
+
+    // Every third debit is rolled back: one half while it is in flight (sent right behind
+    // it), the other half once the load is over (by then completed, pending or cancelled).
+    let mut first_wave = Vec::new();
+    let mut late_rollbacks = Vec::new();
+    for index in 0..90 {
+        let player = players[index % 2];
+        let ref_id = format!("bet-{}", new_key());
+        let mut debit = wallet_body(player, 10 + (index as i64 % 7), "USD");
+        debit["refId"] = Value::from(ref_id.clone());
+        first_wave.push(Job::new("/wallet/debit", debit));
+        if index % 3 == 0 {
+            let rollback = Job::new(
+                "/wallet/rollback",
+                serde_json::json!({"playerId": player, "refId": format!("rb-{}", new_key()),
+                                   "originalRefId": ref_id}),
+            );
+            if index % 2 == 0 {
+                first_wave.push(rollback);
+            } else {
+                late_rollbacks.push(rollback);
+            }
+        }
+        if index % 3 == 1 {
+            first_wave.push(Job::new("/wallet/credit", wallet_body(player, 5, "USD")));
+        }
+    }
+
+    let address = doomed.address.clone();
+    let load = send_jobs(&app, &address, &first_wave);
+    let kill = async {
+        eventually(
+            "the load to be under way",
+            Duration::from_secs(30),
+            || async { (app.operator.calls().len() >= 60).then_some(()) },
+        )
+        .await;
+        drop(doomed); // SIGKILL
+    };
+    let (first_round, ()) = tokio::join!(load, kill);
+    assert!(
+        first_round.iter().any(Option::is_none),
+        "the kill interrupted requests in flight"
+    );
+
+    let restarted = spawn_hub_process(&app, &settings);
+    let everything: Vec<Job> = first_wave.iter().chain(&late_rollbacks).cloned().collect();
+    retry_jobs_until_final(&app, &restarted.address, &everything).await;
+    app.operator.flap(None);
+
+    // Whatever the clients left unknown, the completers resolve: credits and rollbacks
+    // driven forward, debits past their window cancelled.
+    let settled = eventually(
+        "every transaction to be settled",
+        Duration::from_secs(60),
+        || async {
+            let rows = all_transactions(&app).await;
+            rows.iter().all(|t| t.status != "PENDING").then_some(rows)
+        },
+    )
+    .await;
+
+    let mut expected_change: HashMap<&str, i64> = players.iter().map(|p| (*p, 0)).collect();
+    let mut rolled_back = 0;
+    for row in &settled {
+        let player = players
+            .iter()
+            .find(|p| **p == row.player_id)
+            .expect("a player of the load");
+        match (row.kind.as_str(), row.status.as_str()) {
+            ("CREDIT", "COMPLETED") => {
+                *expected_change.get_mut(player).unwrap() += row.amount_cents
+            }
+            ("DEBIT", "COMPLETED") => *expected_change.get_mut(player).unwrap() -= row.amount_cents,
+            _ => {}
+        }
+        if row.kind == "DEBIT" {
+            let charged = app.operator.charges_for(&row.id);
+            let refunded = app.operator.refunds_for(&row.id);
+            assert!(
+                charged <= 1 && refunded <= charged,
+                "debit {}: {charged} charges, {refunded} refunds",
+                row.id
+            );
+            let net = charged - refunded;
+            let expected = u32::from(row.status == "COMPLETED");
+            assert_eq!(
+                net, expected,
+                "debit {} is {} ({:?})",
+                row.id, row.status, row.reason
+            );
+            rolled_back += usize::from(row.status == "ROLLED_BACK");
+        }
+        if row.kind == "ROLLBACK" {
+            let events = app.outbox_for(&row.id).await;
+            assert_eq!(events.len(), 1, "rollback {}", row.id);
+            assert_eq!(events[0].event_type, "transaction.rolled_back");
+        }
+    }
+    assert!(rolled_back > 0, "debits were rolled back");
+    for player in players {
+        let change = app.operator.balance(player).unwrap() - opening[player];
+        assert_eq!(change, expected_change[player], "{player}");
+    }
+    // A debit cancelled before it settled has no event of its own: its rollback's says it.
+    let cancelled = settled
+        .iter()
+        .filter(|t| t.status == "ROLLED_BACK" && t.reason.as_deref() == Some("CANCELLED"))
+        .count();
+    app.wait_until_all_delivered(settled.len() - cancelled)
+        .await;
+    assert_reconciles(&app);
+}
