@@ -13,16 +13,24 @@ pub struct UnderReview {
     pub transaction_id: String,
     pub ref_id: String,
     pub player_id: String,
-    /// `DEBIT` (past its resume window: never charged late) or `CREDIT` (still retried).
+    /// `CREDIT` or `ROLLBACK` (still retried), or `DEBIT` (past its resume window, its
+    /// cancellation not yet recorded: never charged late).
     pub kind: String,
     pub amount_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
     pub review_since: Option<DateTime<Utc>>,
     pub recovery_attempts: i32,
-    /// When the completer tries again; absent for a parked debit.
+    /// When the completer tries again.
     pub next_recovery_at: Option<DateTime<Utc>>,
     pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round_id: Option<String>,
+    /// A rollback's: the debit it cancels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_ref_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_transaction_id: Option<String>,
 }
 
 impl From<TransactionRow> for UnderReview {
@@ -39,6 +47,9 @@ impl From<TransactionRow> for UnderReview {
             recovery_attempts: row.recovery_attempts,
             next_recovery_at: row.next_recovery_at.map(|t| t.and_utc()),
             correlation_id: row.correlation_id,
+            round_id: row.round_id,
+            original_ref_id: row.original_ref_id,
+            original_transaction_id: row.original_transaction_id,
         }
     }
 }
