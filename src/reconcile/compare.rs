@@ -181,6 +181,9 @@ mod tests {
             currency: "USD".into(),
             status: status.into(),
             created_at: Utc::now(),
+            original_transaction_id: None,
+            refunded: None,
+            refunded_amount: None,
         }
     }
 
