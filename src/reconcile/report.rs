@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 
-use super::compare::{operator_amount_minor, Category, Finding};
+use super::compare::{
+    operator_amount_minor, operator_refunded_minor, sent_to_operator, Category, Finding,
+};
 use crate::domain::Currency;
-use crate::operator::listing::OperatorTransaction;
+use crate::operator::listing::{self, OperatorTransaction};
 use crate::store::transactions::{self, TransactionRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,7 +24,7 @@ pub enum DetailFormat {
 }
 
 /// Column order of the CSV, matching [`Finding`]'s fields.
-const CSV_HEADER: [&str; 16] = [
+const CSV_HEADER: [&str; 21] = [
     "category",
     "counts_as_failure",
     "transaction_id",
@@ -39,6 +41,11 @@ const CSV_HEADER: [&str; 16] = [
     "operator_status",
     "hub_created_at",
     "operator_created_at",
+    "round_id",
+    "hub_original_transaction_id",
+    "operator_original_transaction_id",
+    "operator_refunded",
+    "operator_refunded_amount_cents",
 ];
 
 pub enum DetailWriter {
@@ -138,42 +145,52 @@ pub struct Tally {
     pub pending_in_grace: u64,
     /// Rejected by the hub and absent from the operator's listing: no money moved.
     pub rejected_unknown_to_operator: u64,
-    /// (side, currency, DEBIT|CREDIT) → (count, sum of minor units), settled money only.
+    /// Debits rolled back by the hub and absent from the operator's listing: never applied.
+    pub rolled_back_unknown_to_operator: u64,
+    /// Rollbacks the hub recorded without calling the operator (their debit was rejected, or
+    /// never seen), absent from the operator's listing as they should be.
+    pub rollbacks_not_sent: u64,
+    /// (side, currency, DEBIT|CREDIT|ROLLBACK|REFUNDED|OTHER) → (count, sum of minor units),
+    /// settled money only.
     totals: BTreeMap<(&'static str, String, &'static str), (u64, i128)>,
 }
 
 impl Tally {
+    fn add_total(&mut self, key: (&'static str, String, &'static str), minor: i64) {
+        let total = self.totals.entry(key).or_default();
+        total.0 += 1;
+        total.1 += i128::from(minor);
+    }
+
     pub fn count_hub(&mut self, hub: &TransactionRow) {
         self.hub_compared += 1;
-        if hub.status == transactions::COMPLETED {
-            let kind = if hub.kind == "CREDIT" {
-                "CREDIT"
-            } else {
-                "DEBIT"
+        // A rollback recorded without the operator moved nothing (and has no currency).
+        if hub.status == transactions::COMPLETED && sent_to_operator(hub) {
+            let kind = match hub.kind.as_str() {
+                "CREDIT" => "CREDIT",
+                "ROLLBACK" => "ROLLBACK",
+                _ => "DEBIT",
             };
-            let total = self
-                .totals
-                .entry(("hub", hub.currency.clone(), kind))
-                .or_default();
-            total.0 += 1;
-            total.1 += i128::from(hub.amount_cents);
+            self.add_total(("hub", hub.currency.clone(), kind), hub.amount_cents);
         }
     }
 
     pub fn count_operator(&mut self, operator: &OperatorTransaction) {
         self.operator_compared += 1;
-        if operator.status == "SUCCESS" {
-            let kind = if operator.kind == "DEPOSIT" {
-                "CREDIT"
-            } else {
-                "DEBIT"
+        if operator.status == listing::SUCCESS {
+            let kind = match operator.kind.as_str() {
+                listing::WITHDRAW => "DEBIT",
+                listing::DEPOSIT => "CREDIT",
+                listing::ROLLBACK => "ROLLBACK",
+                _ => "OTHER",
             };
-            let total = self
-                .totals
-                .entry(("operator", operator.currency.clone(), kind))
-                .or_default();
-            total.0 += 1;
-            total.1 += i128::from(operator_amount_minor(operator).unwrap_or(0));
+            let currency = operator.currency.clone();
+            let amount = operator_amount_minor(operator).unwrap_or(0);
+            self.add_total(("operator", currency.clone(), kind), amount);
+            if operator.refund_of().is_some() {
+                let refunded = operator_refunded_minor(operator).unwrap_or(0);
+                self.add_total(("operator", currency, "REFUNDED"), refunded);
+            }
         }
     }
 
@@ -248,22 +265,36 @@ pub fn render(tally: &Tally, context: &SummaryContext) -> String {
         } else {
             String::new()
         };
-        out.push_str(&format!("  {:<21} {count:>8}{note}\n", category.name()));
+        out.push_str(&format!("  {:<23} {count:>8}{note}\n", category.name()));
     }
     out.push_str(&format!(
-        "  rejected by the operator and absent from its listing (no money moved): {}\n\n",
+        "  rejected by the operator and absent from its listing (no money moved): {}\n",
         tally.rejected_unknown_to_operator
+    ));
+    out.push_str(&format!(
+        "  rolled back before the operator applied them, absent from its listing: {}\n",
+        tally.rolled_back_unknown_to_operator
+    ));
+    out.push_str(&format!(
+        "  rollbacks recorded without an operator call (rejected or unknown original): {}\n\n",
+        tally.rollbacks_not_sent
     ));
     out.push_str("settled totals (hub COMPLETED, operator SUCCESS)\n");
     out.push_str(&format!(
-        "  {:<9} {:<8} {:<7} {:>10} {:>22}\n",
+        "  {:<9} {:<8} {:<8} {:>9} {:>22}\n",
         "side", "currency", "type", "count", "amount"
     ));
     for ((side, currency, kind), (count, sum)) in &tally.totals {
         out.push_str(&format!(
-            "  {side:<9} {currency:<8} {kind:<7} {count:>10} {:>22}\n",
+            "  {side:<9} {currency:<8} {kind:<8} {count:>9} {:>22}\n",
             amount(currency, *sum)
         ));
+    }
+    if tally.totals.keys().any(|(_, _, kind)| *kind == "ROLLBACK") {
+        out.push_str(
+            "  (a rolled-back debit leaves the hub's DEBIT total; the operator's keeps its \
+             withdraw and counts what its rollbacks gave back as REFUNDED)\n",
+        );
     }
     out
 }
@@ -285,6 +316,9 @@ fn spreadsheet_safe(finding: &Finding) -> Finding {
         operator_currency: inert(&finding.operator_currency),
         hub_status: inert(&finding.hub_status),
         operator_status: inert(&finding.operator_status),
+        round_id: inert(&finding.round_id),
+        hub_original_transaction_id: inert(&finding.hub_original_transaction_id),
+        operator_original_transaction_id: inert(&finding.operator_original_transaction_id),
         ..finding.clone()
     }
 }
@@ -310,6 +344,9 @@ mod tests {
         finding.operator_player_id = Some("@SUM(1)".into());
         finding.hub_status = Some("-2+3".into());
         finding.operator_status = Some("\tCOMPLETED".into());
+        finding.round_id = Some("=round()".into());
+        finding.hub_original_transaction_id = Some("\rhub-original".into());
+        finding.operator_original_transaction_id = Some("-1+op-original".into());
         finding.hub_amount_cents = Some(-5);
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.serialize(spreadsheet_safe(&finding)).unwrap();
@@ -321,6 +358,9 @@ mod tests {
             "'@SUM(1)",
             "'-2+3",
             "'\tCOMPLETED",
+            "'=round()",
+            "'\rhub-original",
+            "'-1+op-original",
         ] {
             assert!(row.contains(inert), "{inert} in {row}");
         }
