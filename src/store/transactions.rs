@@ -34,7 +34,8 @@ pub struct TransactionRow {
     pub updated_at: NaiveDateTime,
     /// Rounds of the completer on this transaction while it was `PENDING`.
     pub recovery_attempts: i32,
-    /// When the completer may next act on it; `None` once settled or parked for review.
+    /// When the completer may next act on it; `None` once settled, or while a rollback
+    /// decides it.
     pub next_recovery_at: Option<NaiveDateTime>,
     /// When it was flagged for a person to look at, if it was.
     pub review_since: Option<NaiveDateTime>,
