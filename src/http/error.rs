@@ -37,6 +37,7 @@ pub enum ApiError {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ErrorBody<'a> {
     code: &'a str,
     message: String,
