@@ -166,6 +166,12 @@ fn claim_once(conn: &mut DbConnection, asked: &Asked<'_>) -> Result<Claimed, Wal
         Some(debit) => plan_for(debit, request)?,
     };
     if let Some(first) = transactions::rollback_of(conn, &request.original_ref_id)? {
+        // This key's own rollback, its key reaped since: the same request is answered again.
+        if first.idempotency_key == key {
+            if let Some(answer) = phases::answer_for_reaped_key(conn, key, fingerprint)? {
+                return Ok(answer);
+            }
+        }
         return Err(WalletError::AlreadyRolledBack {
             rollback_transaction_id: first.id,
         });
