@@ -352,6 +352,24 @@ impl TestApp {
         self.post_signed("/wallet/credit", key, &body.to_string())
             .await
     }
+
+    /// `POST /wallet/rollback` under `key`: body `{"playerId","refId","originalRefId",
+    /// "roundId"?,"meta"?}`.
+    pub async fn rollback(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.post_signed("/wallet/rollback", key, &body.to_string())
+            .await
+    }
+
+    /// `POST /wallet/balance` (signed, no Idempotency-Key): body `{"playerId","currency"}`.
+    pub async fn balance(&self, body: &Value) -> reqwest::Response {
+        post_signed_without_key(
+            &self.client,
+            &self.address,
+            "/wallet/balance",
+            &body.to_string(),
+        )
+        .await
+    }
 }
 
 fn ephemeral() -> TcpListener {
@@ -385,6 +403,27 @@ pub async fn post_signed(
     body: &str,
 ) -> reqwest::Response {
     try_post_signed(client, address, path, key, body)
+        .await
+        .expect("the hub answers")
+}
+
+/// POSTs `body` to `address` + `path`, signed now with the test secret, without an
+/// Idempotency-Key (a balance read, or a wallet call that forgot it).
+pub async fn post_signed_without_key(
+    client: &reqwest::Client,
+    address: &str,
+    path: &str,
+    body: &str,
+) -> reqwest::Response {
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let signature = hub::signature::sign(SECRET.as_bytes(), body.as_bytes(), &timestamp);
+    client
+        .post(format!("{address}{path}"))
+        .header("Content-Type", "application/json")
+        .header("X-Timestamp", timestamp)
+        .header("X-Signature", signature)
+        .body(body.to_owned())
+        .send()
         .await
         .expect("the hub answers")
 }

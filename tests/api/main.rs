@@ -17,6 +17,7 @@ mod operator_faults;
 mod reconcile;
 mod recovery;
 mod replicas;
+mod rollback;
 mod runbook;
 mod wallet_contract;
 mod webhooks;
