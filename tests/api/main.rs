@@ -1,5 +1,6 @@
 //! Black-box tests of the hub's HTTP API against a real mock operator and a real database.
 
+mod gate;
 mod helpers;
 mod hostile;
 

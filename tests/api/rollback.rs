@@ -4,10 +4,11 @@
 //! against the completer's cancellation — each ending with the player's money unchanged net
 //! and exactly one `transaction.rolled_back` webhook.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use futures_util::future::join_all;
 use hub::store::outbox::OutboxRow;
 use hub::store::transactions::{self, TransactionRow};
 use hub::store::{idempotency_keys, StoreError};
@@ -15,9 +16,10 @@ use mock_operator::FaultKind;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::gate::{GatedOperator, Hold};
 use crate::helpers::{
-    answer, eventually, new_key, on_both_backends, post_signed_without_key, wallet_body, Answer,
-    Backend, Options, TestApp, SECRET,
+    answer, eventually, new_key, on_both_backends, post_signed, post_signed_without_key,
+    wallet_body, Answer, Backend, Options, TestApp, SECRET,
 };
 
 on_both_backends!(
@@ -34,6 +36,14 @@ on_both_backends!(
     a_rollbacks_replay_after_its_key_is_reaped_is_the_first_answer,
     the_balance_is_read_live_from_the_operator,
     rounds_are_part_of_the_request_stored_and_sent,
+    a_rollback_overtaking_its_debit_at_the_operator_cancels_it,
+    a_rollback_while_the_debits_answer_is_on_its_way_refunds_it,
+    a_debit_and_its_rollback_sent_together_move_no_money_net,
+    two_rollbacks_of_one_debit_under_two_keys_settle_once,
+    a_client_rollback_while_the_completer_cancels_the_debit_settles_once,
+    a_debit_its_client_is_rolling_back_is_left_to_that_rollback,
+    client_rollbacks_racing_the_completer_move_no_money_net,
+    a_debit_whose_client_vanished_is_refunded_by_the_completer,
 );
 
 const ROLLED_BACK: &str = "transaction.rolled_back";
@@ -880,4 +890,578 @@ async fn rounds_are_part_of_the_request_stored_and_sent(backend: Backend) {
     assert!(delivered
         .iter()
         .any(|body| body["data"]["roundClosed"] == true && body["data"]["roundId"] == "round-42"));
+}
+
+// ---------------------------------------------------------------------------------------
+// A rollback racing its own debit.
+
+/// A hub whose operator calls pass through a gate in front of the test's mock operator.
+async fn gated_app(backend: Backend, mut options: Options) -> (TestApp, GatedOperator) {
+    let gated = GatedOperator::start();
+    options.operator_url = Some(gated.base_url.clone());
+    let app = TestApp::spawn_with(backend, options).await;
+    gated.forward_to(app.operator.base_url());
+    (app, gated)
+}
+
+fn patient() -> Options {
+    let mut options = Options::default();
+    options.retry.attempt_timeout = Duration::from_secs(5);
+    options.retry.deadline = Duration::from_secs(10);
+    options
+}
+
+/// The debit's call is held at the gate (before the operator, or with the operator's answer)
+/// while its rollback arrives and settles; then the debit's call goes on.
+async fn rollback_while_the_debit_is_held(
+    app: &TestApp,
+    gated: &GatedOperator,
+    hold: Hold,
+) -> (String, Value, Answer, Answer) {
+    let gate = gated.hold(hold, |path, _| path.ends_with("/withdraw"));
+    let (debit_key, debit_body) = (new_key(), wallet_body("player-001", 600, "USD"));
+    let body = rollback_body("player-001", text(&debit_body, "refId"));
+    let (debit, rolled_back) = tokio::join!(
+        async { answer(app.debit(&debit_key, &debit_body).await).await },
+        async {
+            eventually(
+                "the debit's call to be held",
+                Duration::from_secs(10),
+                || async { (gate.waiting() > 0).then_some(()) },
+            )
+            .await;
+            let rolled_back = answer(app.rollback(&new_key(), &body).await).await;
+            assert_eq!(gate.waiting(), 1, "the debit's call still held");
+            gate.open();
+            rolled_back
+        },
+    );
+    (debit_key, debit_body, debit, rolled_back)
+}
+
+/// Whatever the interleaving, the debit ends ROLLED_BACK and its key answers 409.
+async fn assert_cancelled_in_flight(
+    app: &TestApp,
+    debit_key: &str,
+    debit_body: &Value,
+    debit: &Answer,
+    rolled_back: &Answer,
+) -> String {
+    assert_eq!(rolled_back.status, 201, "{}", rolled_back.text);
+    assert_eq!(debit.status, 409, "{}", debit.text);
+    assert_eq!(debit.json["code"], "TRANSACTION_ROLLED_BACK");
+    let debit_row = row(app, debit_key).await;
+    assert_eq!(
+        (debit_row.status.as_str(), debit_row.reason.as_deref()),
+        ("ROLLED_BACK", Some("CANCELLED"))
+    );
+    assert_eq!(
+        rolled_back.json["originalTransactionId"],
+        debit_row.id.as_str()
+    );
+    assert_debit_key_says_rolled_back(app, debit_key, debit_body, &debit_row.id).await;
+    assert!(
+        event_types(app, &debit_row.id).await.is_empty(),
+        "no transaction.completed for a debit rolled back in flight"
+    );
+    let data = the_rolled_back_webhook(app, text(debit_body, "refId")).await;
+    assert_eq!(data["originalTransactionId"], debit_row.id.as_str());
+    debit_row.id
+}
+
+async fn a_rollback_overtaking_its_debit_at_the_operator_cancels_it(backend: Backend) {
+    let (app, gated) = gated_app(backend, patient()).await;
+
+    let (debit_key, debit_body, debit, rolled_back) =
+        rollback_while_the_debit_is_held(&app, &gated, Hold::BeforeOperator).await;
+
+    let debit_id =
+        assert_cancelled_in_flight(&app, &debit_key, &debit_body, &debit, &rolled_back).await;
+    assert_eq!(rolled_back.json["balanceCents"], 10_000);
+    assert!(app.operator.is_cancelled(&debit_id));
+    assert_eq!(
+        app.operator.charges_for(&debit_id),
+        0,
+        "the late withdraw was refused"
+    );
+    assert_eq!(app.operator.refunds_for(&debit_id), 0);
+    let withdraws: Vec<u16> = app
+        .operator
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.transaction_id.as_deref() == Some(&*debit_id) && c.path.ends_with("/withdraw")
+        })
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(
+        withdraws,
+        [409],
+        "it reached the operator after the rollback"
+    );
+    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+}
+
+async fn a_rollback_while_the_debits_answer_is_on_its_way_refunds_it(backend: Backend) {
+    let (app, gated) = gated_app(backend, patient()).await;
+
+    let (debit_key, debit_body, debit, rolled_back) =
+        rollback_while_the_debit_is_held(&app, &gated, Hold::AfterOperator).await;
+
+    let debit_id =
+        assert_cancelled_in_flight(&app, &debit_key, &debit_body, &debit, &rolled_back).await;
+    assert_eq!(rolled_back.json["balanceCents"], 10_000);
+    assert_eq!(app.operator.charges_for(&debit_id), 1, "it was charged");
+    assert_eq!(app.operator.refunds_for(&debit_id), 1, "and refunded");
+    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+}
+
+async fn a_debit_and_its_rollback_sent_together_move_no_money_net(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for round in 0..16_u64 {
+        let (debit_key, debit_body) = (new_key(), wallet_body("player-005", 100, "USD"));
+        let debit_ref = text(&debit_body, "refId");
+        let body = rollback_body("player-005", debit_ref);
+        // Staggered by a few milliseconds, so that every order gets its turn.
+        let (rollback_later, debit_later) = match round % 4 {
+            0 => (0, 0),
+            1 => (3, 0),
+            2 => (8, 0),
+            _ => (0, 3),
+        };
+        let (debit, rolled_back) = tokio::join!(
+            async {
+                tokio::time::sleep(Duration::from_millis(debit_later)).await;
+                answer(app.debit(&debit_key, &debit_body).await).await
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(rollback_later)).await;
+                answer(app.rollback(&new_key(), &body).await).await
+            },
+        );
+        assert_eq!(rolled_back.status, 201, "{}", rolled_back.text);
+        let outcome = match (debit.status, app.transaction_for_key(&debit_key).await) {
+            (201, Some(debit_row)) => {
+                assert_eq!(
+                    rolled_back.json["originalTransactionId"],
+                    debit_row.id.as_str()
+                );
+                assert_eq!(debit_row.status, "ROLLED_BACK");
+                assert_eq!(app.operator.charges_for(&debit_row.id), 1);
+                assert_eq!(app.operator.refunds_for(&debit_row.id), 1);
+                assert_eq!(
+                    event_types(&app, &debit_row.id).await,
+                    ["transaction.completed"]
+                );
+                "debit completed, then refunded"
+            }
+            (409, Some(_)) => {
+                assert_cancelled_in_flight(&app, &debit_key, &debit_body, &debit, &rolled_back)
+                    .await;
+                "debit cancelled in flight"
+            }
+            (409, None) => {
+                assert_eq!(
+                    debit.json["code"], "TRANSACTION_ROLLED_BACK",
+                    "{}",
+                    debit.text
+                );
+                assert_eq!(rolled_back.json.get("originalTransactionId"), None);
+                "tombstone first, debit refused"
+            }
+            (status, _) => panic!("debit answered {status}: {}", debit.text),
+        };
+        *seen.entry(outcome).or_default() += 1;
+        the_rolled_back_webhook(&app, debit_ref).await;
+        assert_eq!(
+            app.operator.balance("player-005"),
+            Some(25_000),
+            "round {round} ({outcome})"
+        );
+    }
+    println!("interleavings seen: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Two rollbacks of one debit.
+
+/// One debit (charged, or left pending and never charged), then two rollbacks of it under
+/// two keys sent at once, one to each address: exactly one wins.
+async fn two_rollbacks_race(app: &TestApp, addresses: [&str; 2], pending: bool) {
+    let debit_body = wallet_body("player-005", 100, "USD");
+    let debit_id = if pending {
+        debit_left_pending(app, &debit_body, FaultKind::ServerError)
+            .await
+            .1
+    } else {
+        let debit = answer(app.debit(&new_key(), &debit_body).await).await;
+        assert_eq!(debit.status, 201, "{}", debit.text);
+        text(&debit.json, "transactionId").to_owned()
+    };
+    let debit_ref = text(&debit_body, "refId");
+    let rollback_calls = operator_rollback_calls(app);
+    let sent: Vec<(String, Value)> = (0..2)
+        .map(|_| (new_key(), rollback_body("player-005", debit_ref)))
+        .collect();
+
+    let answers = join_all(
+        sent.iter()
+            .zip(addresses)
+            .map(|((key, body), address)| async move {
+                let body = body.to_string();
+                answer(post_signed(&app.client, address, "/wallet/rollback", key, &body).await)
+                    .await
+            }),
+    )
+    .await;
+
+    let (won, lost): (Vec<_>, Vec<_>) = answers
+        .iter()
+        .zip(&sent)
+        .partition(|(a, _)| a.status == 201);
+    assert_eq!(
+        (won.len(), lost.len()),
+        (1, 1),
+        "{:?}",
+        answers.iter().map(|a| &a.text).collect::<Vec<_>>()
+    );
+    let (winner, loser) = (won[0].0, lost[0]);
+    assert_eq!(loser.0.status, 409, "{}", loser.0.text);
+    assert_eq!(loser.0.json["code"], "ALREADY_ROLLED_BACK");
+    assert_eq!(loser.0.json["transactionId"], winner.json["transactionId"]);
+    assert_eq!(app.transaction_for_key(&loser.1 .0).await, None);
+    assert_eq!(operator_rollback_calls(app), rollback_calls + 1, "one call");
+    if pending {
+        assert!(app.operator.is_cancelled(&debit_id));
+        assert_eq!(app.operator.refunds_for(&debit_id), 0);
+    } else {
+        assert_eq!(app.operator.refunds_for(&debit_id), 1, "one refund");
+    }
+    let data = the_rolled_back_webhook(app, debit_ref).await;
+    assert_eq!(data["transactionId"], winner.json["transactionId"]);
+    assert_eq!(app.operator.balance("player-005"), Some(25_000));
+}
+
+async fn two_rollbacks_of_one_debit_under_two_keys_settle_once(backend: Backend) {
+    let app = TestApp::spawn_with(backend, impatient()).await;
+    for round in 0..12 {
+        two_rollbacks_race(&app, [&app.address, &app.address], round % 3 == 2).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_DATABASE_URL to run the replica tests on Postgres"
+)]
+async fn two_rollbacks_on_two_replicas_settle_once() {
+    let app = TestApp::spawn_with(Backend::Postgres, impatient()).await;
+    let replica = app.start_replica(&impatient()).await;
+    for round in 0..12 {
+        // Each replica gets the first and the second rollback in turn.
+        let addresses = if round % 2 == 0 {
+            [app.address.as_str(), replica.address.as_str()]
+        } else {
+            [replica.address.as_str(), app.address.as_str()]
+        };
+        two_rollbacks_race(&app, addresses, round % 3 == 2).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A client's rollback racing the completer's cancellation of an abandoned debit.
+
+fn cancelling_soon(options: &mut Options) {
+    options.debit_resume_window = Duration::from_secs(1);
+    options.completer_backoff_initial = Duration::from_millis(100);
+    options.completer_backoff_max = Duration::from_millis(200);
+    options.breaker.min_calls = 1_000_000;
+}
+
+fn hub_cancel_key(debit_id: &str) -> String {
+    format!("hub-cancel:{debit_id}")
+}
+
+async fn a_client_rollback_while_the_completer_cancels_the_debit_settles_once(backend: Backend) {
+    let mut options = patient();
+    options.retry.deadline = Duration::from_millis(700);
+    cancelling_soon(&mut options);
+    let (app, gated) = gated_app(backend, options).await;
+    let gate = gated.hold(Hold::BeforeOperator, |path, body| {
+        path.ends_with("/rollback") && body.contains("refId=hub-cancel:")
+    });
+    let debit_body = wallet_body("player-001", 800, "USD");
+    let debit_ref = text(&debit_body, "refId");
+    let (debit_key, debit_id) = debit_left_pending(&app, &debit_body, FaultKind::ServerError).await;
+
+    eventually(
+        "the completer's rollback to be at the operator",
+        Duration::from_secs(10),
+        || async { (gate.waiting() > 0).then_some(()) },
+    )
+    .await;
+    let hub_rollback = row(&app, &hub_cancel_key(&debit_id)).await;
+    assert_eq!(hub_rollback.status, "PENDING");
+    assert_eq!(hub_rollback.ref_id, hub_cancel_key(&debit_id));
+    assert_eq!(row(&app, &debit_key).await.next_recovery_at, None);
+    // The debit's key was given its final answer when the completer claimed the rollback.
+    let early = answer(app.debit(&debit_key, &debit_body).await).await;
+    assert_eq!(
+        early.json["code"], "TRANSACTION_ROLLED_BACK",
+        "{}",
+        early.text
+    );
+
+    let client = answer(
+        app.rollback(&new_key(), &rollback_body("player-001", debit_ref))
+            .await,
+    )
+    .await;
+
+    assert_eq!(client.status, 409, "{}", client.text);
+    assert_eq!(client.json["code"], "ALREADY_ROLLED_BACK");
+    assert_eq!(client.json["transactionId"], hub_rollback.id.as_str());
+    gate.open();
+    eventually(
+        "the completer's rollback to settle",
+        Duration::from_secs(20),
+        || async { (row(&app, &debit_key).await.status == "ROLLED_BACK").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        row(&app, &hub_cancel_key(&debit_id)).await.status,
+        "COMPLETED"
+    );
+    assert!(app.operator.is_cancelled(&debit_id));
+    assert_eq!(app.operator.charges_for(&debit_id), 0);
+    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+    let data = the_rolled_back_webhook(&app, debit_ref).await;
+    assert_eq!(data["transactionId"], hub_rollback.id.as_str());
+    assert_eq!(data["refId"], hub_cancel_key(&debit_id));
+    assert_eq!(data["originalTransactionId"], debit_id.as_str());
+    assert_debit_key_says_rolled_back(&app, &debit_key, &debit_body, &debit_id).await;
+}
+
+async fn a_debit_its_client_is_rolling_back_is_left_to_that_rollback(backend: Backend) {
+    let mut options = patient();
+    cancelling_soon(&mut options);
+    let (app, gated) = gated_app(backend, options).await;
+    let debit_body = wallet_body("player-001", 800, "USD");
+    let debit_ref = text(&debit_body, "refId").to_owned();
+    let body = rollback_body("player-001", &debit_ref);
+    let client_ref = text(&body, "refId").to_owned();
+    let gate = gated.hold(Hold::BeforeOperator, move |path, text| {
+        path.ends_with("/rollback") && text.contains(&client_ref)
+    });
+    let (debit_key, rollback_key) = (new_key(), new_key());
+    // A second abandoned debit, created just after: once the completer has cancelled it,
+    // it has looked at ours too.
+    let sentinel_body = wallet_body("player-005", 100, "USD");
+    let sentinel_key = new_key();
+    app.operator.inject_fault(FaultKind::ServerError, 100_000);
+
+    // While the debit's request is still retrying, its client gives up on it.
+    let client_gives_up = async {
+        eventually(
+            "the debit to be recorded",
+            Duration::from_secs(10),
+            || async { app.transaction_for_key(&debit_key).await.map(|_| ()) },
+        )
+        .await;
+        answer(app.rollback(&rollback_key, &body).await).await
+    };
+    let abandoned = async {
+        let (debit, sentinel) = tokio::join!(
+            async { answer(app.debit(&debit_key, &debit_body).await).await },
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                answer(app.debit(&sentinel_key, &sentinel_body).await).await
+            },
+        );
+        eventually(
+            "the client's rollback to be at the operator",
+            Duration::from_secs(10),
+            || async { (gate.waiting() > 0).then_some(()) },
+        )
+        .await;
+        app.operator.inject_fault(FaultKind::ServerError, 0);
+        eventually(
+            "the completer to cancel the other abandoned debit",
+            Duration::from_secs(20),
+            || async {
+                let row = app.transaction_for_key(&sentinel_key).await?;
+                (row.status == "ROLLED_BACK").then_some(())
+            },
+        )
+        .await;
+        gate.open();
+        (debit, sentinel)
+    };
+    let (rolled_back, (debit, sentinel)) = tokio::join!(client_gives_up, abandoned);
+
+    assert_eq!(sentinel.status, 502, "{}", sentinel.text);
+    assert_eq!(rolled_back.status, 201, "{}", rolled_back.text);
+    assert!(
+        debit.status == 502 || debit.json["code"] == "TRANSACTION_ROLLED_BACK",
+        "{}",
+        debit.text
+    );
+    let debit_id = row(&app, &debit_key).await.id;
+    assert_eq!(
+        app.transaction_for_key(&hub_cancel_key(&debit_id)).await,
+        None,
+        "the completer left it to the client's rollback"
+    );
+    assert_eq!(rolled_back.json["originalTransactionId"], debit_id.as_str());
+    assert_eq!(app.operator.charges_for(&debit_id), 0);
+    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+    assert_debit_key_says_rolled_back(&app, &debit_key, &debit_body, &debit_id).await;
+    let data = the_rolled_back_webhook(&app, &debit_ref).await;
+    assert_eq!(data["transactionId"], rolled_back.json["transactionId"]);
+    the_rolled_back_webhook(&app, text(&sentinel_body, "refId")).await;
+}
+
+async fn client_rollbacks_racing_the_completer_move_no_money_net(backend: Backend) {
+    let mut options = Options::default();
+    options.retry.attempt_timeout = Duration::from_secs(5);
+    options.retry.deadline = Duration::from_secs(5);
+    cancelling_soon(&mut options);
+    let app = TestApp::spawn_with(backend, options).await;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let never_applied = FaultKind::ServerError;
+    let applied_late = FaultKind::Timeout {
+        delay: Duration::from_secs(2),
+    };
+    for fault in [never_applied, applied_late] {
+        // Six debits abandoned together; each client gives up a little later than the last,
+        // around the moment the completer (every 100 ms) takes them.
+        let bodies: Vec<Value> = (0..6)
+            .map(|_| wallet_body("player-005", 100, "USD"))
+            .collect();
+        let keys: Vec<String> = bodies.iter().map(|_| new_key()).collect();
+        app.operator.inject_fault(fault, 100_000);
+        let failed = join_all(
+            keys.iter()
+                .zip(&bodies)
+                .map(|(key, body)| async { answer(app.debit(key, body).await).await }),
+        )
+        .await;
+        app.operator.inject_fault(FaultKind::ServerError, 0);
+        assert!(
+            failed.iter().all(|a| a.status == 502),
+            "{:?}",
+            failed.iter().map(|a| &a.text).collect::<Vec<_>>()
+        );
+
+        let answers = join_all(bodies.iter().enumerate().map(|(n, body)| {
+            let app = &app;
+            async move {
+                tokio::time::sleep(Duration::from_millis(n as u64 * 40)).await;
+                let ours = rollback_body("player-005", text(body, "refId"));
+                answer(app.rollback(&new_key(), &ours).await).await
+            }
+        }))
+        .await;
+
+        for ((key, body), ours) in keys.iter().zip(&bodies).zip(&answers) {
+            let debit_id = row(&app, key).await.id;
+            let hub = app.transaction_for_key(&hub_cancel_key(&debit_id)).await;
+            let outcome = match (ours.status, &hub) {
+                (201, None) => "client's rollback first",
+                (409, Some(hub)) => {
+                    assert_eq!(ours.json["code"], "ALREADY_ROLLED_BACK", "{}", ours.text);
+                    assert_eq!(ours.json["transactionId"], hub.id.as_str());
+                    "completer's rollback first"
+                }
+                (status, hub) => panic!("client answered {status} ({}), hub {hub:?}", ours.text),
+            };
+            *seen.entry(outcome).or_default() += 1;
+            eventually(
+                "the debit to be rolled back",
+                Duration::from_secs(20),
+                || async { (row(&app, key).await.status == "ROLLED_BACK").then_some(()) },
+            )
+            .await;
+            let data = the_rolled_back_webhook(&app, text(body, "refId")).await;
+            assert_eq!(data["originalTransactionId"], debit_id.as_str());
+            let (charged, refunded) = (
+                app.operator.charges_for(&debit_id),
+                app.operator.refunds_for(&debit_id),
+            );
+            assert_eq!(
+                charged, refunded,
+                "{outcome}: charged {charged}, refunded {refunded}"
+            );
+            assert_debit_key_says_rolled_back(&app, key, body, &debit_id).await;
+        }
+        assert_eq!(app.operator.balance("player-005"), Some(25_000));
+    }
+    println!("interleavings seen: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A debit nobody waits for any more.
+
+async fn a_debit_whose_client_vanished_is_refunded_by_the_completer(backend: Backend) {
+    let mut options = impatient();
+    cancelling_soon(&mut options);
+    let app = TestApp::spawn_with(backend, options).await;
+    let debit_body = wallet_body("player-001", 300, "USD");
+    let debit_ref = text(&debit_body, "refId");
+    let late = FaultKind::Timeout {
+        delay: Duration::from_millis(1500),
+    };
+
+    // Charged, but the answer is lost, and the client never retries.
+    let (debit_key, debit_id) = debit_left_pending(&app, &debit_body, late).await;
+    assert_eq!(app.operator.charges_for(&debit_id), 1);
+    assert_eq!(app.operator.balance("player-001"), Some(9_700));
+
+    eventually(
+        "the completer to cancel the debit",
+        Duration::from_secs(20),
+        || async { (row(&app, &debit_key).await.status == "ROLLED_BACK").then_some(()) },
+    )
+    .await;
+
+    let debit_row = row(&app, &debit_key).await;
+    assert_eq!(debit_row.reason.as_deref(), Some("CANCELLED"));
+    let cancellation = row(&app, &hub_cancel_key(&debit_id)).await;
+    assert_eq!(
+        (cancellation.kind.as_str(), cancellation.status.as_str()),
+        ("ROLLBACK", "COMPLETED")
+    );
+    assert_eq!(cancellation.ref_id, hub_cancel_key(&debit_id));
+    assert_eq!(
+        cancellation.original_transaction_id.as_deref(),
+        Some(&*debit_id)
+    );
+    assert_eq!(app.operator.refunds_for(&debit_id), 1, "refunded once");
+    assert_eq!(
+        app.operator.charges_for(&debit_id),
+        1,
+        "never charged again"
+    );
+    assert_eq!(app.operator.balance("player-001"), Some(10_000));
+
+    let data = the_rolled_back_webhook(&app, debit_ref).await;
+    assert_eq!(data["transactionId"], cancellation.id.as_str());
+    assert_eq!(data["originalTransactionId"], debit_id.as_str());
+    assert_eq!(data["refId"], hub_cancel_key(&debit_id));
+    assert_eq!(data["amountCents"], 300);
+    assert_eq!(data["balanceCents"], 10_000);
+    assert!(event_types(&app, &debit_id).await.is_empty());
+    assert_debit_key_says_rolled_back(&app, &debit_key, &debit_body, &debit_id).await;
+
+    // The game's own rollback, coming at last, is told it was done.
+    let client = answer(
+        app.rollback(&new_key(), &rollback_body("player-001", debit_ref))
+            .await,
+    )
+    .await;
+    assert_eq!(client.status, 409, "{}", client.text);
+    assert_eq!(client.json["code"], "ALREADY_ROLLED_BACK");
+    assert_eq!(client.json["transactionId"], cancellation.id.as_str());
+    assert_eq!(app.operator.refunds_for(&debit_id), 1);
 }
