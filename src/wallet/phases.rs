@@ -135,44 +135,12 @@ pub(super) fn answer_for_reaped_key(
     let Some(made) = transactions::find_by_idempotency_key(conn, key)? else {
         return Ok(None);
     };
-    if !made_by(conn, &made, fingerprint)? {
+    if fingerprint_of(&made) != fingerprint {
         return Err(WalletError::KeyReused);
     }
     receipt::rebuild(&made)
         .map(|answer| Some(Claimed::Answered(answer)))
         .ok_or(WalletError::InProgress)
-}
-
-/// Whether the request with `fingerprint` is the one that made `row`. A rollback that named
-/// no round is recorded in its debit's round, so its row also stands for that request.
-fn made_by(
-    conn: &mut DbConnection,
-    row: &TransactionRow,
-    fingerprint: &str,
-) -> Result<bool, WalletError> {
-    if fingerprint_of(row) == fingerprint {
-        return Ok(true);
-    }
-    let (Some(original_ref_id), Some(original_id), Some(_)) = (
-        &row.original_ref_id,
-        &row.original_transaction_id,
-        &row.round_id,
-    ) else {
-        return Ok(false);
-    };
-    let without_round = request::rollback_fingerprint(
-        &row.player_id,
-        &row.ref_id,
-        original_ref_id,
-        None,
-        row.meta.as_deref(),
-    );
-    if without_round != fingerprint {
-        return Ok(false);
-    }
-    let inherited = transactions::find(conn, original_id)?
-        .is_some_and(|original| original.round_id == row.round_id);
-    Ok(inherited)
 }
 
 /// The fingerprint of the request that made `row`, from the row's own columns.
