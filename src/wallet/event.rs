@@ -38,8 +38,9 @@ struct Data<'a> {
     // Absent unless set, so that events of calls without rounds read as they always did.
     #[serde(skip_serializing_if = "Option::is_none")]
     round_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    round_closed: bool,
+    /// Present with its round (or when a round is closed without naming it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    round_closed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     original_ref_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,7 +76,8 @@ pub fn payload(
             reason: transaction.reason.as_deref(),
             meta: meta.as_deref(),
             round_id: transaction.round_id.as_deref(),
-            round_closed: transaction.round_closed,
+            round_closed: (transaction.round_id.is_some() || transaction.round_closed)
+                .then_some(transaction.round_closed),
             original_ref_id: transaction.original_ref_id.as_deref(),
             original_transaction_id: transaction.original_transaction_id.as_deref(),
         },

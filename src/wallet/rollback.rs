@@ -295,10 +295,9 @@ fn new_rollback(
         recovery_attempts: 0,
         next_recovery_at,
         review_since: None,
-        round_id: request
-            .round_id
-            .clone()
-            .or_else(|| original.and_then(|debit| debit.round_id.clone())),
+        // Only the round the request named: the row must rebuild the request's fingerprint
+        // (its debit's round is one join away).
+        round_id: request.round_id.clone(),
         round_closed: false,
         original_ref_id: Some(request.original_ref_id.clone()),
         original_transaction_id: original.map(|debit| debit.id.clone()),

@@ -717,7 +717,7 @@ async fn a_rollbacks_replay_after_its_key_is_reaped_is_the_first_answer(backend:
     debit_body["roundId"] = json!("round-r");
     let debit = answer(app.debit(&new_key(), &debit_body).await).await;
     assert_eq!(debit.status, 201, "{}", debit.text);
-    // The rollback names no round: it is recorded in its debit's.
+    // The rollback names no round (its debit has one): the row records none either.
     let refunded = (
         new_key(),
         rollback_body("player-001", text(&debit_body, "refId")),
@@ -882,7 +882,10 @@ async fn rounds_are_part_of_the_request_stored_and_sent(backend: Backend) {
     };
     let debit_event = payload_of(debit_row.id.clone()).await;
     assert_eq!(debit_event["data"]["roundId"], "round-42");
-    assert_ne!(debit_event["data"]["roundClosed"], true);
+    assert_eq!(
+        debit_event["data"]["roundClosed"], false,
+        "present with its round"
+    );
     let credit_event = payload_of(credit_row.id.clone()).await;
     assert_eq!(credit_event["data"]["roundId"], "round-42");
     assert_eq!(credit_event["data"]["roundClosed"], true);
