@@ -13,6 +13,7 @@ mod concurrency;
 mod faults;
 mod hostile_rgs;
 mod integration_docs;
+mod migrations;
 mod observability;
 mod operator_faults;
 mod reconcile;
