@@ -6,6 +6,7 @@ use std::time::Duration;
 use diesel::RunQueryDsl;
 use hub::store::{DbConnection, StoreError};
 use mock_operator::FaultKind;
+use serde_json::json;
 
 use crate::helpers::{answer, new_key, wallet_body, Backend, Options, TestApp};
 
@@ -34,6 +35,19 @@ async fn every_runbook_query_runs_on_postgres() {
     )
     .await;
     assert_eq!(done.status, 201);
+    // A rolled-back debit and a tombstone, for the rollback queries.
+    let ref_id = done.json["refId"].as_str().unwrap();
+    for original in [ref_id, "never-seen"] {
+        let rollback = json!({
+            "playerId": "player-001",
+            "refId": format!("rollback-{original}"),
+            "originalRefId": original,
+        });
+        let rolled_back = app
+            .post_signed("/wallet/rollback", &new_key(), &rollback.to_string())
+            .await;
+        assert_eq!(rolled_back.status(), 201);
+    }
     app.operator.inject_fault(FaultKind::ServerError, 1000);
     assert_eq!(
         app.debit(&new_key(), &wallet_body("player-001", 100, "USD"))
