@@ -44,7 +44,7 @@ struct ErrorBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     /// The transaction the error is about, when naming it helps (the first rollback).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "transactionId", skip_serializing_if = "Option::is_none")]
     transaction_id: Option<&'a str>,
 }
 
@@ -211,5 +211,25 @@ impl ResponseError for ApiError {
                 _ => None,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn already_rolled_back_names_the_first_rollback_in_camel_case() {
+        let error = ApiError::Wallet(WalletError::AlreadyRolledBack {
+            rollback_transaction_id: "first".into(),
+        });
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "ALREADY_ROLLED_BACK");
+        assert_eq!(body["transactionId"], "first");
     }
 }
