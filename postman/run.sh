@@ -21,7 +21,7 @@ collection=postman/hub.postman_collection.json
 environment=postman/hub.postman_environment.json
 newman run "$collection" -e "$environment" --bail failure --color off \
   --folder "1 Wallet contract" --folder "2 Operations" --folder "3 Mock operator" \
-  --folder "4 Mock RGS" --folder "5 Admin"
+  --folder "4 Mock RGS" --folder "5 Admin" --folder "7 Rollback and balance"
 
 # The in-flight case needs two clients at once: start the first, wait until the operator
 # has its call (it answers 4 s later; newman alone takes about 1.5 s to start), then send
