@@ -23,12 +23,12 @@ pub async fn run(command: TransactionsCommand, store: &Store) -> Result<(), Stri
     let at =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     println!(
-        "{:<36}  {:<6}  {:>12}  {:<3}  {:<20}  {:<20}  {:>6}  REF ID",
+        "{:<36}  {:<8}  {:>12}  {:<3}  {:<20}  {:<20}  {:>6}  REF ID",
         "TRANSACTION ID", "KIND", "AMOUNT", "CUR", "CREATED", "FLAGGED", "ROUNDS"
     );
     for t in &flagged {
         println!(
-            "{:<36}  {:<6}  {:>12}  {:<3}  {:<20}  {:<20}  {:>6}  {}",
+            "{:<36}  {:<8}  {:>12}  {:<3}  {:<20}  {:<20}  {:>6}  {}",
             t.transaction_id,
             t.kind,
             t.amount_cents,

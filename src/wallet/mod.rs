@@ -36,7 +36,7 @@ pub enum WalletError {
     KeyReused,
     #[error("a request with this Idempotency-Key is still in progress")]
     InProgress,
-    #[error("this debit's outcome is unknown and its resume window has passed: it will not be charged now, and is under review")]
+    #[error("this debit's outcome is unknown and its resume window has passed: it will never be charged, and the hub cancels it with a rollback")]
     ResumeWindowPassed,
     #[error("this refId is already used by another request")]
     DuplicateRefId,

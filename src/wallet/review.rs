@@ -13,15 +13,15 @@ pub struct UnderReview {
     pub transaction_id: String,
     pub ref_id: String,
     pub player_id: String,
-    /// `CREDIT` or `ROLLBACK` (still retried), or `DEBIT` (past its resume window, its
-    /// cancellation not yet recorded: never charged late).
+    /// `CREDIT` or `ROLLBACK` (still retried), or `DEBIT` (never charged late: the hub
+    /// cancels it with a rollback).
     pub kind: String,
     pub amount_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
     pub review_since: Option<DateTime<Utc>>,
     pub recovery_attempts: i32,
-    /// When the completer tries again.
+    /// When the completer tries again; absent for a debit whose rollback decides it now.
     pub next_recovery_at: Option<DateTime<Utc>>,
     pub correlation_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
