@@ -44,7 +44,7 @@ struct ErrorBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     /// The transaction the error is about, when naming it helps (the first rollback).
-    #[serde(rename = "transactionId", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     transaction_id: Option<&'a str>,
 }
 
