@@ -53,11 +53,13 @@ CREATE INDEX transactions_under_review
 CREATE UNIQUE INDEX transactions_one_rollback_per_original
     ON transactions (original_ref_id) WHERE original_ref_id IS NOT NULL;
 -- A debit's refId and a tombstone's original refId share one namespace, so a debit and the
--- tombstone that forbids it can never both commit, whichever comes first.
+-- tombstone that forbids it can never both commit, whichever comes first (credits and other
+-- rollbacks have no entry).
 CREATE UNIQUE INDEX transactions_debit_or_tombstone_ref ON transactions ((
     CASE WHEN kind = 'DEBIT' THEN ref_id
          WHEN kind = 'ROLLBACK' AND original_transaction_id IS NULL THEN original_ref_id
-    END));
+    END))
+    WHERE kind = 'DEBIT' OR (kind = 'ROLLBACK' AND original_transaction_id IS NULL);
 CREATE INDEX transactions_round_id ON transactions (round_id) WHERE round_id IS NOT NULL;
 
 -- Debits parked for review past their resume window are now cancelled by the completer.
