@@ -108,7 +108,7 @@ impl WalletRequest {
             player_id: text_field(&fields, "playerId")?,
             amount_minor: amount_field(&fields)?,
             currency: currency_field(&fields, supported)?,
-            ref_id: text_field(&fields, "refId")?,
+            ref_id: ref_field(&fields, "refId")?,
             meta: meta_field(&fields)?,
             round: Round {
                 id: optional_text_field(&fields, "roundId")?,
@@ -137,8 +137,8 @@ impl RollbackRequest {
         let fields = object_of(body)?;
         let request = RollbackRequest {
             player_id: text_field(&fields, "playerId")?,
-            ref_id: text_field(&fields, "refId")?,
-            original_ref_id: text_field(&fields, "originalRefId")?,
+            ref_id: ref_field(&fields, "refId")?,
+            original_ref_id: ref_field(&fields, "originalRefId")?,
             round_id: optional_text_field(&fields, "roundId")?,
             meta: meta_field(&fields)?,
         };
@@ -248,6 +248,18 @@ fn text_field(fields: &Fields, name: &'static str) -> Result<String, RequestErro
         Some(Value::String(text)) => Ok(text.clone()),
         Some(_) => Err(invalid(name, format!("{name} must be a string"))),
     }
+}
+
+/// A client's refId, which may not use the prefix of the hub's own cancellations.
+fn ref_field(fields: &Fields, name: &'static str) -> Result<String, RequestError> {
+    let ref_id = text_field(fields, name)?;
+    if ref_id.starts_with(HUB_CANCEL_PREFIX) {
+        return Err(invalid(
+            name,
+            format!("{name}s starting with {HUB_CANCEL_PREFIX:?} are reserved for the hub"),
+        ));
+    }
+    Ok(ref_id)
 }
 
 fn optional_text_field(
@@ -361,7 +373,13 @@ pub enum IdempotencyKeyError {
     Missing,
     #[error("the Idempotency-Key header must be 1 to 255 printable ASCII characters")]
     Invalid,
+    #[error("Idempotency-Keys starting with {HUB_CANCEL_PREFIX:?} are reserved for the hub")]
+    Reserved,
 }
+
+/// What the keys and refIds of the hub's own cancellations start with; no client may use it,
+/// so that nobody can take such a key or refId before the hub needs it.
+pub const HUB_CANCEL_PREFIX: &str = "hub-cancel:";
 
 impl IdempotencyKey {
     pub fn parse(header: Option<&[u8]>) -> Result<Self, IdempotencyKeyError> {
@@ -371,7 +389,15 @@ impl IdempotencyKey {
         if text.trim().is_empty() || bytes.len() > 255 || !printable {
             return Err(IdempotencyKeyError::Invalid);
         }
+        if text.starts_with(HUB_CANCEL_PREFIX) {
+            return Err(IdempotencyKeyError::Reserved);
+        }
         Ok(IdempotencyKey(text.to_owned()))
+    }
+
+    /// The key of the hub's own cancellation of the debit `transaction_id`.
+    pub fn for_hub_cancellation(transaction_id: &str) -> Self {
+        IdempotencyKey(format!("{HUB_CANCEL_PREFIX}{transaction_id}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -463,6 +489,10 @@ mod tests {
                 r#"{"playerId":"p","amountCents":1,"currency":"USD","refId":"r","meta":"x"}"#,
                 "meta",
             ),
+            (
+                r#"{"playerId":"p","amountCents":1,"currency":"USD","refId":"hub-cancel:x"}"#,
+                "refId",
+            ),
         ];
         for (body, field) in cases {
             assert_eq!(field_of(body), field, "{body}");
@@ -527,5 +557,9 @@ mod tests {
             Err(IdempotencyKeyError::Invalid)
         );
         assert!(IdempotencyKey::parse(Some(&[b'k'; 255])).is_ok());
+        assert_eq!(
+            IdempotencyKey::parse(Some(b"hub-cancel:0192")),
+            Err(IdempotencyKeyError::Reserved)
+        );
     }
 }

@@ -77,7 +77,9 @@ impl ApiError {
             ApiError::Signature(SignatureError::Stale) => "STALE_TIMESTAMP",
             ApiError::Signature(_) => "INVALID_SIGNATURE",
             ApiError::IdempotencyKey(IdempotencyKeyError::Missing) => "MISSING_IDEMPOTENCY_KEY",
-            ApiError::IdempotencyKey(IdempotencyKeyError::Invalid) => "INVALID_IDEMPOTENCY_KEY",
+            ApiError::IdempotencyKey(
+                IdempotencyKeyError::Invalid | IdempotencyKeyError::Reserved,
+            ) => "INVALID_IDEMPOTENCY_KEY",
             ApiError::Request(RequestError::Invalid { .. }) | ApiError::BodyUnreadable => {
                 "INVALID_REQUEST"
             }

@@ -220,7 +220,7 @@ impl WalletService {
 
     /// Cancels a debit nobody waits for any more with a rollback of the hub's own.
     async fn cancel_abandoned(&self, debit: TransactionRow) -> Result<Recovered, WalletError> {
-        let command = rollback::cancellation_of(&debit)?;
+        let command = rollback::cancellation_of(&debit);
         let mut times = self.claim_times(TransactionKind::Rollback);
         times.recovery_due_at = later_by(times.now, self.recovery.backoff_initial);
         let claimed = self

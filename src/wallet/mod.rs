@@ -175,7 +175,13 @@ impl WalletService {
             })
             .await?;
         match (claimed, permit) {
-            (Claimed::Answered(receipt), _) => Ok(receipt),
+            (Claimed::Answered(receipt), _) => {
+                // Recorded by this claim (a tombstone, a rejected debit's): its event waits.
+                if !receipt.replayed {
+                    self.outbox_wake.notify_one();
+                }
+                Ok(receipt)
+            }
             (Claimed::Owned { transaction, lease }, Ok(permit)) => {
                 let owned = Owned {
                     key: command.key,

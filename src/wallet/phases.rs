@@ -138,9 +138,19 @@ pub(super) fn answer_for_reaped_key(
     if fingerprint_of(&made) != fingerprint {
         return Err(WalletError::KeyReused);
     }
-    receipt::rebuild(&made)
-        .map(|answer| Some(Claimed::Answered(answer)))
-        .ok_or(WalletError::InProgress)
+    if let Some(answer) = receipt::rebuild(&made) {
+        return Ok(Some(Claimed::Answered(answer)));
+    }
+    // Unsettled, yet its key had an answer: a rollback overruled it (and decides it now).
+    let overruled = made.kind == TransactionKind::Debit.as_str()
+        && transactions::rollback_of(conn, &made.ref_id)?.is_some();
+    if overruled {
+        return Ok(Some(Claimed::Answered(Receipt {
+            replayed: true,
+            ..receipt::cancelled_debit(&made)
+        })));
+    }
+    Err(WalletError::InProgress)
 }
 
 /// The fingerprint of the request that made `row`, from the row's own columns.

@@ -60,24 +60,22 @@ pub enum Requester {
 
 /// The hub's own cancellation of an abandoned debit: a rollback like a client's, under a key
 /// and refId made from the debit's id (so a second attempt is the same rollback).
-pub fn cancellation_of(debit: &TransactionRow) -> Result<RollbackCommand, WalletError> {
-    let name = format!("hub-cancel:{}", debit.id);
-    let key = IdempotencyKey::parse(Some(name.as_bytes()))
-        .map_err(|_| WalletError::Invariant(format!("{name} is not a valid key")))?;
-    Ok(RollbackCommand {
-        key,
+pub fn cancellation_of(debit: &TransactionRow) -> RollbackCommand {
+    let key = IdempotencyKey::for_hub_cancellation(&debit.id);
+    RollbackCommand {
         request: RollbackRequest {
             player_id: debit.player_id.clone(),
-            ref_id: name,
+            ref_id: key.as_str().to_owned(),
             original_ref_id: debit.ref_id.clone(),
             round_id: debit.round_id.clone(),
             meta: None,
         },
+        key,
         correlation_id: debit
             .correlation_id
             .clone()
             .unwrap_or_else(|| format!("completer-{}", debit.id)),
-    })
+    }
 }
 
 /// What a rollback of a debit in this state must do.

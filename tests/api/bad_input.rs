@@ -4,6 +4,7 @@ use crate::helpers::{answer, new_key, on_both_backends, Backend, TestApp};
 
 on_both_backends!(
     malformed_bodies_get_a_coded_4xx,
+    the_hubs_cancellation_names_are_reserved,
     unknown_routes_and_methods_get_a_coded_4xx
 );
 
@@ -52,6 +53,43 @@ async fn malformed_bodies_get_a_coded_4xx(backend: Backend) {
             "{shown}: no message in {}",
             response.text
         );
+    }
+    assert!(app.operator.calls().is_empty());
+}
+
+/// Nobody may take the key or refId of a cancellation the hub may need to make later.
+async fn the_hubs_cancellation_names_are_reserved(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let debit = r#"{"playerId":"player-001","amountCents":10,"currency":"USD","refId":"r-1"}"#;
+    let reserved_key = answer(
+        app.post_signed("/wallet/debit", "hub-cancel:0192", debit)
+            .await,
+    )
+    .await;
+    assert_eq!(reserved_key.status, 400, "{}", reserved_key.text);
+    assert_eq!(reserved_key.json["code"], "INVALID_IDEMPOTENCY_KEY");
+    let cases = [
+        (
+            "/wallet/debit",
+            r#"{"playerId":"player-001","amountCents":10,"currency":"USD","refId":"hub-cancel:0192"}"#,
+            "refId",
+        ),
+        (
+            "/wallet/rollback",
+            r#"{"playerId":"player-001","refId":"hub-cancel:0192","originalRefId":"r-1"}"#,
+            "refId",
+        ),
+        (
+            "/wallet/rollback",
+            r#"{"playerId":"player-001","refId":"rb-1","originalRefId":"hub-cancel:0192"}"#,
+            "originalRefId",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let refused = answer(app.post_signed(path, &new_key(), body).await).await;
+        assert_eq!(refused.status, 400, "{path} {body}: {}", refused.text);
+        assert_eq!(refused.json["code"], "INVALID_REQUEST");
+        assert_eq!(refused.json["field"], field);
     }
     assert!(app.operator.calls().is_empty());
 }

@@ -34,6 +34,7 @@ on_both_backends!(
     while_the_circuit_is_open_a_rollback_waits_and_then_resumes,
     rollback_requests_are_idempotent_and_validated,
     a_rollbacks_replay_after_its_key_is_reaped_is_the_first_answer,
+    a_debit_overruled_by_a_pending_rollback_replays_its_409_after_its_key_is_reaped,
     the_balance_is_read_live_from_the_operator,
     rounds_are_part_of_the_request_stored_and_sent,
     a_rollback_overtaking_its_debit_at_the_operator_cancels_it,
@@ -572,6 +573,45 @@ async fn an_unreachable_operator_leaves_the_rollback_pending_for_the_retry(backe
     assert_eq!(replay.text, resumed.text);
     assert_eq!(app.operator.refunds_for(debit_id), 1, "refunded once");
     the_rolled_back_webhook(&app, text(&debit_body, "refId")).await;
+}
+
+/// The debit's key got its 409 when the rollback was claimed; the rollback is still unknown
+/// a day later when the reaper removes that key: the debit's replay is still the 409.
+async fn a_debit_overruled_by_a_pending_rollback_replays_its_409_after_its_key_is_reaped(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, impatient()).await;
+    app.operator.inject_fault(FaultKind::ServerError, 1000);
+    let (debit_key, debit_body) = (new_key(), wallet_body("player-001", 500, "USD"));
+    let unknown = answer(app.debit(&debit_key, &debit_body).await).await;
+    assert_eq!(unknown.status, 502, "{}", unknown.text);
+    let (key, body) = (
+        new_key(),
+        rollback_body("player-001", text(&debit_body, "refId")),
+    );
+    let failed = answer(app.rollback(&key, &body).await).await;
+    assert_eq!(failed.status, 502, "{}", failed.text);
+    let overruled = answer(app.debit(&debit_key, &debit_body).await).await;
+    assert_eq!(overruled.status, 409, "{}", overruled.text);
+    assert_eq!(overruled.json["code"], "TRANSACTION_ROLLED_BACK");
+
+    let before = (Utc::now() + TimeDelta::seconds(1)).naive_utc();
+    let reaped = app
+        .store
+        .run(move |conn| idempotency_keys::reap(conn, before, 500).map_err(StoreError::from))
+        .await
+        .unwrap();
+    assert_eq!(reaped, 1, "only the debit's key has its answer");
+    assert_eq!(
+        row(&app, &debit_key).await.status,
+        "PENDING",
+        "its rollback decides it"
+    );
+
+    let again = answer(app.debit(&debit_key, &debit_body).await).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(again.text, overruled.text, "byte for byte");
+    assert_eq!(app.operator.charges_for(&row(&app, &debit_key).await.id), 0);
 }
 
 async fn while_the_circuit_is_open_a_rollback_waits_and_then_resumes(backend: Backend) {
