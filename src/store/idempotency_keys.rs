@@ -1,6 +1,7 @@
 //! Queries on `idempotency_keys`: who owns a key, under which lease, and the stored answer.
 
 use chrono::NaiveDateTime;
+use diesel::dsl::Eq;
 use diesel::prelude::*;
 
 use super::schema::idempotency_keys as keys;
@@ -74,14 +75,7 @@ pub fn complete(
         .filter(keys::idempotency_key.eq(key))
         .filter(keys::state.eq(IN_PROGRESS))
         .filter(keys::lease_token.eq(lease_token));
-    let done = (
-        keys::state.eq(COMPLETED),
-        keys::response_status.eq(i32::from(response_status)),
-        keys::response_body.eq(response_body),
-        keys::lease_token.eq(None::<String>),
-        keys::locked_until.eq(None::<NaiveDateTime>),
-        keys::updated_at.eq(now),
-    );
+    let done = final_answer(response_status, response_body, now);
     with_conn!(conn, |c| diesel::update(held).set(done).execute(c)).map(|n| n == 1)
 }
 
@@ -98,15 +92,30 @@ pub fn overrule(
     let in_progress = keys::table
         .filter(keys::idempotency_key.eq(key))
         .filter(keys::state.eq(IN_PROGRESS));
-    let done = (
+    let done = final_answer(response_status, response_body, now);
+    with_conn!(conn, |c| diesel::update(in_progress).set(done).execute(c)).map(|n| n == 1)
+}
+
+/// The columns a key's final answer sets.
+type FinalAnswer<'a> = (
+    Eq<keys::state, &'static str>,
+    Eq<keys::response_status, i32>,
+    Eq<keys::response_body, &'a str>,
+    Eq<keys::lease_token, Option<String>>,
+    Eq<keys::locked_until, Option<NaiveDateTime>>,
+    Eq<keys::updated_at, NaiveDateTime>,
+);
+
+/// The change that gives a key its final answer and frees its lease.
+fn final_answer(response_status: u16, response_body: &str, now: NaiveDateTime) -> FinalAnswer<'_> {
+    (
         keys::state.eq(COMPLETED),
         keys::response_status.eq(i32::from(response_status)),
         keys::response_body.eq(response_body),
         keys::lease_token.eq(None::<String>),
         keys::locked_until.eq(None::<NaiveDateTime>),
         keys::updated_at.eq(now),
-    );
-    with_conn!(conn, |c| diesel::update(in_progress).set(done).execute(c)).map(|n| n == 1)
+    )
 }
 
 /// Gives the lease up early so that the client's retry can resume at once.
