@@ -3,13 +3,14 @@
 //! overtakes them there) or after the mock applied them (so that their answer is still on
 //! its way while something else happens). The mock's books stay the truth to check.
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::watch;
+
+use crate::hostile::serve_every_request;
 
 /// Where a held call waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,26 +82,11 @@ impl GatedOperator {
     /// Starts with nowhere to forward to: point the hub at `base_url`, then call
     /// [`Self::forward_to`] with the mock operator's address.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared {
             target: Mutex::new(None),
             gates: Mutex::new(Vec::new()),
         });
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(1 << 20))
-                .default_service(web::to(forward))
-        })
-        .workers(2)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let (base_url, handle) = serve_every_request(shared.clone(), forward);
         Self {
             base_url,
             shared,

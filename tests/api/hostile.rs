@@ -92,28 +92,41 @@ pub struct Hostile {
     handle: ServerHandle,
 }
 
+/// Serves every request on an ephemeral port to `handler`, with `shared` as its app data;
+/// returns the base URL and the handle that stops the server.
+pub fn serve_every_request<S, F, Args>(shared: Arc<S>, handler: F) -> (String, ServerHandle)
+where
+    S: Send + Sync + 'static,
+    F: actix_web::Handler<Args> + Send + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let data = web::Data::from(shared);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .default_service(web::to(handler.clone()))
+    })
+    .workers(2)
+    .disable_signals()
+    .listen(listener)
+    .expect("listen")
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (base_url, handle)
+}
+
 impl Hostile {
     pub fn start(script: impl Fn(&Seen, &[Seen]) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared {
             script: Arc::new(script),
             seen: Mutex::new(Vec::new()),
         });
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(1 << 20))
-                .default_service(web::to(answer))
-        })
-        .workers(2)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let (base_url, handle) = serve_every_request(shared.clone(), answer);
         Self {
             base_url,
             shared,
