@@ -1061,6 +1061,25 @@ async fn a_rollback_while_the_debits_answer_is_on_its_way_refunds_it(backend: Ba
 
 async fn a_debit_and_its_rollback_sent_together_move_no_money_net(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    debits_racing_their_rollbacks(&app, [app.address.as_str(), app.address.as_str()]).await;
+}
+
+/// The same race with the debit sent to one replica and its rollback to the other: the
+/// debit's lease, the rollback's claim and both settlements meet only in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_DATABASE_URL to run the replica tests on Postgres"
+)]
+async fn a_debit_and_its_rollback_on_two_replicas_move_no_money_net() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let replica = app.start_replica(&Options::default()).await;
+    debits_racing_their_rollbacks(&app, [app.address.as_str(), replica.address.as_str()]).await;
+}
+
+/// Sixteen rounds of a debit (to `addresses[0]`) and its rollback (to `addresses[1]`) sent
+/// a few milliseconds apart in every order; each ends with the player's money unchanged.
+async fn debits_racing_their_rollbacks(app: &TestApp, addresses: [&str; 2]) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for round in 0..16_u64 {
         let (debit_key, debit_body) = (new_key(), wallet_body("player-005", 100, "USD"));
@@ -1076,11 +1095,16 @@ async fn a_debit_and_its_rollback_sent_together_move_no_money_net(backend: Backe
         let (debit, rolled_back) = tokio::join!(
             async {
                 tokio::time::sleep(Duration::from_millis(debit_later)).await;
-                answer(app.debit(&debit_key, &debit_body).await).await
+                let raw = debit_body.to_string();
+                let sent =
+                    post_signed(&app.client, addresses[0], "/wallet/debit", &debit_key, &raw);
+                answer(sent.await).await
             },
             async {
                 tokio::time::sleep(Duration::from_millis(rollback_later)).await;
-                answer(app.rollback(&new_key(), &body).await).await
+                let (key, raw) = (new_key(), body.to_string());
+                let sent = post_signed(&app.client, addresses[1], "/wallet/rollback", &key, &raw);
+                answer(sent.await).await
             },
         );
         assert_eq!(rolled_back.status, 201, "{}", rolled_back.text);
@@ -1094,13 +1118,13 @@ async fn a_debit_and_its_rollback_sent_together_move_no_money_net(backend: Backe
                 assert_eq!(app.operator.charges_for(&debit_row.id), 1);
                 assert_eq!(app.operator.refunds_for(&debit_row.id), 1);
                 assert_eq!(
-                    event_types(&app, &debit_row.id).await,
+                    event_types(app, &debit_row.id).await,
                     ["transaction.completed"]
                 );
                 "debit completed, then refunded"
             }
             (409, Some(_)) => {
-                assert_cancelled_in_flight(&app, &debit_key, &debit_body, &debit, &rolled_back)
+                assert_cancelled_in_flight(app, &debit_key, &debit_body, &debit, &rolled_back)
                     .await;
                 "debit cancelled in flight"
             }
@@ -1116,7 +1140,7 @@ async fn a_debit_and_its_rollback_sent_together_move_no_money_net(backend: Backe
             (status, _) => panic!("debit answered {status}: {}", debit.text),
         };
         *seen.entry(outcome).or_default() += 1;
-        the_rolled_back_webhook(&app, debit_ref).await;
+        the_rolled_back_webhook(app, debit_ref).await;
         assert_eq!(
             app.operator.balance("player-005"),
             Some(25_000),
