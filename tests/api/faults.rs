@@ -15,7 +15,8 @@ use crate::helpers::{
 
 on_both_backends!(
     a_flapping_operator_never_charges_twice,
-    an_rgs_down_past_half_the_schedule_loses_no_event
+    an_rgs_down_past_half_the_schedule_loses_no_event,
+    rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole
 );
 
 /// Sends every (key, body) to `address`, `concurrency` at a time.
@@ -565,12 +566,7 @@ async fn all_transactions(app: &TestApp) -> Vec<hub::store::transactions::Transa
 /// operator's balance moved by exactly the completed credits minus the completed debits that
 /// were not rolled back, every debit is charged net once or not at all, every settled
 /// rollback has one `transaction.rolled_back`, and `hub reconcile` exits 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[cfg_attr(
-    not(postgres_tests),
-    ignore = "set TEST_DATABASE_URL to run the Postgres half"
-)]
-async fn rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole() {
+async fn rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole(backend: Backend) {
     let mut options = Options::default();
     options.retry.attempt_timeout = Duration::from_millis(300);
     options.retry.deadline = Duration::from_millis(1000);
@@ -579,7 +575,7 @@ async fn rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole
     options.debit_resume_window = Duration::from_secs(3);
     options.completer_backoff_initial = Duration::from_millis(200);
     options.completer_backoff_max = Duration::from_secs(1);
-    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    let app = TestApp::spawn_with(backend, options).await;
     let settings = [
         ("OPERATOR_DEADLINE_MS", "1000"),
         ("OPERATOR_ATTEMPT_TIMEOUT_MS", "300"),
