@@ -89,6 +89,12 @@ pub fn claim(
         if !may_call_operator {
             return match idempotency_keys::find(conn, command.key.as_str())? {
                 Some(_) => existing.decide(conn, lease.clone(), false),
+                // A tombstoned debit is refused as such, with or without the operator.
+                None if command.kind == TransactionKind::Debit
+                    && tombstone_for(conn, &command.request.ref_id)? =>
+                {
+                    Err(WalletError::TransactionRolledBack)
+                }
                 None => Ok(Claimed::Refused),
             };
         }
@@ -113,15 +119,21 @@ pub fn claim(
             if let Some(answer) = answer_for_reaped_key(conn, command.key.as_str(), &fingerprint)? {
                 return Ok(answer);
             }
-            let tombstone = transactions::rollback_of(conn, &command.request.ref_id)?
-                .filter(|rollback| rollback.original_transaction_id.is_none());
-            match (command.kind, tombstone) {
-                (TransactionKind::Debit, Some(_)) => Err(WalletError::TransactionRolledBack),
-                _ => Err(WalletError::DuplicateRefId),
+            if command.kind == TransactionKind::Debit
+                && tombstone_for(conn, &command.request.ref_id)?
+            {
+                return Err(WalletError::TransactionRolledBack);
             }
+            Err(WalletError::DuplicateRefId)
         }
         other => other,
     }
+}
+
+/// Whether a rollback of a refId the hub never saw (a tombstone) forbids `ref_id`.
+fn tombstone_for(conn: &mut DbConnection, ref_id: &str) -> Result<bool, WalletError> {
+    Ok(transactions::rollback_of(conn, ref_id)?
+        .is_some_and(|rollback| rollback.original_transaction_id.is_none()))
 }
 
 /// A key whose row is gone (reaped) but whose transaction stays: the same request gets the

@@ -642,6 +642,12 @@ async fn while_the_circuit_is_open_a_rollback_waits_and_then_resumes(backend: Ba
     )
     .await;
     assert_eq!(tomb.status, 201, "{}", tomb.text);
+    // And the debit it forbids is refused as such, not told to come back later.
+    let mut forbidden = wallet_body("player-001", 100, "USD");
+    forbidden["refId"] = json!(unknown);
+    let refused_debit = answer(app.debit(&new_key(), &forbidden).await).await;
+    assert_eq!(refused_debit.status, 409, "{}", refused_debit.text);
+    assert_eq!(refused_debit.json["code"], "TRANSACTION_ROLLED_BACK");
 
     app.operator.inject_fault(FaultKind::ServerError, 0);
     let resumed = eventually(
