@@ -16,8 +16,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use chrono::{NaiveDate, TimeDelta};
-use hub::config::{DatabaseConfig, Env};
+use hub::config::Env;
 use hub::store::transactions::{self, TransactionRow, COMPLETED};
+use hub::store::DatabaseConfig;
 use hub::store::{Store, StoreError};
 use mock_operator::{MockOperator, MockOperatorConfig, Operation, TransactionRecord};
 

@@ -12,6 +12,7 @@ pub mod operator;
 pub mod outbound;
 pub mod outbox;
 pub mod reconcile;
+pub mod settings;
 pub mod signature;
 pub mod startup;
 pub mod store;

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 use hub::cli::outbox::OutboxCommand;
 use hub::cli::reconcile::ReconcileArgs;
 use hub::cli::transactions::TransactionsCommand;
-use hub::config::{Config, DatabaseConfig, Defaults, Env, LogFormat, OperatorConfig};
-use hub::operator::OperatorClient;
+use hub::config::{Config, Defaults, Env};
+use hub::operator::{OperatorClient, OperatorConfig};
 use hub::startup::Application;
-use hub::store::Store;
+use hub::store::{DatabaseConfig, Store};
+use hub::telemetry::LogFormat;
 use mock_operator::{MockOperator, MockOperatorConfig};
 use mock_rgs::{MockRgs, MockRgsConfig};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +63,18 @@ enum Command {
         #[command(subcommand)]
         command: TransactionsCommand,
     },
+    /// Check the configuration `hub serve` would start with.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every setting `hub serve` reads with its effective value (secrets redacted,
+    /// defaults marked). Exit 0: it would start; 1: it would not, and why.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +106,9 @@ fn main() -> ExitCode {
         Command::Transactions { command } => DatabaseConfig::from_env(&env)
             .map_err(|e| e.to_string())
             .and_then(|database| runtime.block_on(transactions(database, command))),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => return config_check(&env),
         Command::Reconcile(args) => {
             return match runtime.block_on(reconcile(&env, &args)) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -104,6 +120,22 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
+    }
+}
+
+fn config_check(env: &Env) -> ExitCode {
+    match hub::config::check(env) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            println!("configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("hub: configuration invalid: {error}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -10,13 +10,13 @@ use actix_web::{middleware, web, App, HttpServer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DatabaseUrl};
-use crate::http::{self, AppState};
+use crate::config::Config;
+use crate::http::{self, AppState, Listener};
 use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, Governor, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
 use crate::signature::Verifier;
-use crate::store::{Store, StoreError};
+use crate::store::{DatabaseUrl, Store, StoreError};
 use crate::supervisor::{RestartBackoff, Supervisor};
 use crate::wallet::{WalletParts, WalletService};
 
@@ -39,6 +39,8 @@ pub enum StartupError {
 pub struct Application {
     addr: SocketAddr,
     server: Server,
+    /// Set with `METRICS_ADDR`: the listener of `/metrics` and the admin API.
+    metrics: Option<(SocketAddr, Server)>,
     store: Store,
     drainer: Drainer,
     outbox_wake: Arc<Notify>,
@@ -57,12 +59,6 @@ impl Application {
         let store = tokio::task::spawn_blocking(move || Store::connect(&database))
             .await
             .map_err(|_| StoreError::TaskFailed)??;
-        let listen_error = |source| StartupError::Listen {
-            addr: config.listen_addr,
-            source,
-        };
-        let listener = TcpListener::bind(config.listen_addr).map_err(listen_error)?;
-        let addr = listener.local_addr().map_err(listen_error)?;
         let outbox_wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new());
         let supervisor = Supervisor::new(RestartBackoff::DEFAULT, metrics.clone());
@@ -92,20 +88,18 @@ impl Application {
             body_limit: config.body_limit_bytes,
             store: store.clone(),
             admin_token: config.admin_token.clone(),
+            metrics_token: config.metrics_token.clone(),
             supervisor: supervisor.clone(),
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(middleware::from_fn(http::correlation::middleware))
-                .app_data(state.clone())
-                .app_data(http::query_config())
-                .configure(|routes| http::routes(routes, state.admin_token.is_some()))
-        })
-        .workers(config.workers)
-        .disable_signals()
-        .listen(listener)
-        .map_err(|source| StartupError::Listen { addr, source })?
-        .run();
+        let (public, metrics_server) = match config.metrics_addr {
+            None => (Listener::Only, None),
+            Some(metrics_addr) => (
+                Listener::Public,
+                // One worker: scrapes and admin calls are few, and must not take the API's.
+                Some(serve(&state, metrics_addr, Listener::Metrics, 1)?),
+            ),
+        };
+        let (addr, server) = serve(&state, config.listen_addr, public, config.workers)?;
         let listen_url = match &config.database.url {
             DatabaseUrl::Postgres(url) => Some(url.clone()),
             DatabaseUrl::Sqlite(_) => None,
@@ -113,6 +107,7 @@ impl Application {
         Ok(Self {
             addr,
             server,
+            metrics: metrics_server,
             drainer: Drainer::new(
                 store.clone(),
                 &config.webhooks,
@@ -131,6 +126,11 @@ impl Application {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served: `METRICS_ADDR`'s listener, or the API's.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.as_ref().map_or(self.addr, |(addr, _)| *addr)
     }
 
     pub fn store(&self) -> &Store {
@@ -153,6 +153,10 @@ impl Application {
     pub async fn run_until_cancelled(self, cancel: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let metrics_server = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let supervisor = self.supervisor;
         let (wallet, stop) = (self.wallet.clone(), cancel.clone());
         let mut background = vec![
@@ -191,9 +195,42 @@ impl Application {
         }
         cancel.cancelled().await;
         handle.stop(true).await;
+        if let Some((handle, server)) = metrics_server {
+            handle.stop(true).await;
+            let _ = server.await;
+        }
         for task in background {
             let _ = task.await;
         }
         server.await.map_err(std::io::Error::other)?
     }
+}
+
+/// Binds `addr` (port 0 picks one) and serves `listener`'s routes there.
+fn serve(
+    state: &web::Data<AppState>,
+    addr: SocketAddr,
+    listener: Listener,
+    workers: usize,
+) -> Result<(SocketAddr, Server), StartupError> {
+    let listen_error = |source| StartupError::Listen { addr, source };
+    let socket = TcpListener::bind(addr).map_err(listen_error)?;
+    let bound = socket.local_addr().map_err(listen_error)?;
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::from_fn(http::correlation::middleware))
+            .app_data(state.clone())
+            .app_data(http::query_config())
+            .configure(|routes| http::routes(routes, listener, state.admin_token.is_some()))
+    })
+    .workers(workers)
+    .disable_signals()
+    .listen(socket)
+    .map_err(|source| StartupError::Listen {
+        addr: bound,
+        source,
+    })?
+    .run();
+    Ok((bound, server))
 }

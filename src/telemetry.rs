@@ -5,7 +5,35 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::settings::{ConfigError, Env};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT`: `json` or `pretty`; `default` differs between `serve` and `demo`.
+    pub fn from_env(env: &Env, default: LogFormat) -> Result<Self, ConfigError> {
+        let default_name = match default {
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        };
+        match env
+            .text("LOG_FORMAT", default_name)
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "json" => Ok(LogFormat::Json),
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            other => Err(ConfigError(format!(
+                "LOG_FORMAT must be json or pretty, got {other:?}"
+            ))),
+        }
+    }
+}
 
 pub fn init(format: LogFormat) {
     init_with_default(format, "info");

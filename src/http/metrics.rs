@@ -1,12 +1,18 @@
 //! `GET /metrics`: Prometheus text. State gauges are read now; counters accumulate.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 
-use super::AppState;
+use super::{bearer, ApiError, AppState};
 use crate::store::{outbox, StoreError};
 
-pub async fn render(state: web::Data<AppState>) -> HttpResponse {
+pub async fn render(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.metrics_token {
+        bearer::require(&request, token)?;
+    }
     let metrics = &state.metrics;
     metrics.circuit_state.set(state.breaker.state().gauge());
     let (in_use, idle) = state.store.connections();
@@ -39,7 +45,7 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
         // The rest of the metrics are still worth having while the database is away.
         Err(error) => tracing::warn!(%error, "outbox metrics unavailable"),
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics.render())
+        .body(metrics.render()))
 }

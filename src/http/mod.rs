@@ -1,12 +1,14 @@
 //! The HTTP surface: routes stay thin; domain work happens in `wallet`.
 
 mod admin;
+mod bearer;
 mod body;
 pub mod correlation;
 mod error;
 mod health;
 mod metrics;
 mod openapi;
+pub mod settings;
 mod wallet;
 
 use actix_web::http::Method;
@@ -32,9 +34,42 @@ pub struct AppState {
     pub body_limit: usize,
     pub store: Store,
     pub admin_token: Option<String>,
+    /// Bearer token `/metrics` asks for; `None`: open, as Prometheus scrapes by default.
+    pub metrics_token: Option<String>,
     pub breaker: Arc<CircuitBreaker>,
     pub metrics: Arc<Metrics>,
     pub supervisor: Supervisor,
+}
+
+/// Who a route is for, which decides the listener that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// Game servers and integrators: the public port.
+    Clients,
+    /// Probes: every port.
+    Probes,
+    /// Prometheus: the metrics port when `METRICS_ADDR` is set.
+    Scrapers,
+    /// Operations staff: the metrics port when set, and only with an `ADMIN_TOKEN`.
+    Admins,
+}
+
+/// A listener of the hub: the only one, or one of the two when `METRICS_ADDR` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Only,
+    Public,
+    Metrics,
+}
+
+impl Listener {
+    fn serves(self, audience: Audience) -> bool {
+        match (self, audience) {
+            (Listener::Only, _) | (_, Audience::Probes) => true,
+            (Listener::Public, audience) => audience == Audience::Clients,
+            (Listener::Metrics, audience) => audience != Audience::Clients,
+        }
+    }
 }
 
 /// One route of the API. The table below registers the routes and is what the OpenAPI
@@ -42,24 +77,26 @@ pub struct AppState {
 struct Endpoint {
     method: Method,
     path: &'static str,
-    admin: bool,
+    audience: Audience,
     handler: fn() -> Route,
 }
 
 /// More specific paths first: a resource matches by path before its methods are looked at.
 fn endpoints() -> [Endpoint; 14] {
-    let api = |method, path, handler| Endpoint {
-        method,
-        path,
-        admin: false,
-        handler,
+    let route = |audience| {
+        move |method, path, handler| Endpoint {
+            method,
+            path,
+            audience,
+            handler,
+        }
     };
-    let admin = |method, path, handler| Endpoint {
-        method,
-        path,
-        admin: true,
-        handler,
-    };
+    let (api, probe, scrape, admin) = (
+        route(Audience::Clients),
+        route(Audience::Probes),
+        route(Audience::Scrapers),
+        route(Audience::Admins),
+    );
     [
         api(Method::POST, "/wallet/debit", || {
             web::post().to(wallet::debit)
@@ -73,9 +110,9 @@ fn endpoints() -> [Endpoint; 14] {
         api(Method::POST, "/wallet/balance", || {
             web::post().to(wallet::balance)
         }),
-        api(Method::GET, "/health", || web::get().to(health::health)),
-        api(Method::GET, "/ready", || web::get().to(health::ready)),
-        api(Method::GET, "/metrics", || web::get().to(metrics::render)),
+        probe(Method::GET, "/health", || web::get().to(health::health)),
+        probe(Method::GET, "/ready", || web::get().to(health::ready)),
+        scrape(Method::GET, "/metrics", || web::get().to(metrics::render)),
         api(Method::GET, "/openapi.json", || {
             web::get().to(openapi::document)
         }),
@@ -101,19 +138,24 @@ pub fn openapi_document() -> &'static str {
     openapi::DOCUMENT
 }
 
-/// (method, path) of every route served; the admin API only with an `ADMIN_TOKEN`.
-pub fn route_table(with_admin: bool) -> Vec<(Method, &'static str)> {
-    endpoints()
-        .into_iter()
-        .filter(|e| with_admin || !e.admin)
+fn served(listener: Listener, with_admin: bool) -> impl Iterator<Item = Endpoint> {
+    endpoints().into_iter().filter(move |e| {
+        listener.serves(e.audience) && (with_admin || e.audience != Audience::Admins)
+    })
+}
+
+/// (method, path) of every route `listener` serves; the admin API only with an `ADMIN_TOKEN`.
+pub fn route_table(listener: Listener, with_admin: bool) -> Vec<(Method, &'static str)> {
+    served(listener, with_admin)
         .map(|e| (e.method, e.path))
         .collect()
 }
 
-/// The API's routes; a known path with another method answers 405, anything else 404.
-pub fn routes(config: &mut web::ServiceConfig, with_admin: bool) {
+/// The routes of one listener; a known path with another method answers 405, anything
+/// else 404.
+pub fn routes(config: &mut web::ServiceConfig, listener: Listener, with_admin: bool) {
     let mut resources: Vec<(&str, actix_web::Resource)> = Vec::new();
-    for endpoint in endpoints().into_iter().filter(|e| with_admin || !e.admin) {
+    for endpoint in served(listener, with_admin) {
         let position = match resources
             .iter()
             .position(|(path, _)| *path == endpoint.path)

@@ -23,7 +23,7 @@ use chrono::SecondsFormat;
 use super::governor::{Governor, Refusal};
 use super::listing::{self, ListQuery, Page};
 use super::{response, BalanceAnswer, Decision, OperatorCall, OperatorError};
-use crate::config::{OperatorConfig, RetryConfig};
+use super::{OperatorConfig, RetryConfig};
 use crate::domain::TransactionKind;
 use crate::metrics::Metrics;
 use crate::outbound::{self, BodyError};

@@ -5,12 +5,14 @@ mod client;
 pub mod governor;
 pub mod listing;
 mod response;
+pub mod settings;
 
 use std::time::Duration;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use client::OperatorClient;
 pub use governor::{Governor, Refusal};
+pub use settings::{OperatorConfig, RetryConfig};
 
 use crate::domain::{Currency, TransactionKind};
 

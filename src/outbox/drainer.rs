@@ -20,7 +20,7 @@ use super::delivery::{self, Attempted};
 use super::recorder::Recorder;
 use super::schedule::{Next, RetrySchedule};
 use super::signer::WebhookSigner;
-use crate::config::WebhookConfig;
+use super::WebhookConfig;
 use crate::domain::instant::later_by;
 use crate::metrics::Metrics;
 use crate::outbound;
@@ -129,7 +129,7 @@ impl Drainer {
         cancel: CancellationToken,
         health: LoopHealth,
     ) -> Result<(), StoreError> {
-        tracing::info!(worker = %self.worker, url = %crate::config::redact_url(&self.url), "webhook drainer started");
+        tracing::info!(worker = %self.worker, url = %crate::settings::redact_url(&self.url), "webhook drainer started");
         self.recorder.flush().await;
         let mut in_flight = FuturesUnordered::new();
         let mut poll = tokio::time::interval(self.poll_interval);

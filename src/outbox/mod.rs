@@ -8,6 +8,8 @@ pub mod listener;
 mod recorder;
 pub mod retention;
 mod schedule;
+pub mod settings;
 pub mod signer;
 
 pub use drainer::Drainer;
+pub use settings::WebhookConfig;

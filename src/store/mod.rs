@@ -8,6 +8,7 @@ pub mod idempotency_keys;
 mod migrations;
 pub mod outbox;
 pub mod schema;
+mod settings;
 pub mod transactions;
 
 use std::path::Path;
@@ -16,9 +17,8 @@ use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionMa
 use diesel::r2d2;
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
-use crate::config::{DatabaseConfig, DatabaseUrl};
-
 pub use migrations::run_migrations;
+pub use settings::{DatabaseConfig, DatabaseUrl};
 
 pub enum DbConnection {
     Postgres(PgConnection),

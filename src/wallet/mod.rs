@@ -11,6 +11,7 @@ mod phases;
 pub mod receipt;
 pub mod review;
 pub mod rollback;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,15 +7,13 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use hub::config::{
-    Config, DatabaseConfig, DatabaseUrl, Defaults, Env, OperatorConfig, RetryConfig,
-};
-use hub::operator::BreakerConfig;
+use hub::config::{Config, Defaults, Env};
+use hub::operator::{BreakerConfig, OperatorConfig, RetryConfig};
 use hub::outbox::Drainer;
 use hub::startup::Application;
 use hub::store::outbox::{self, AttemptRow, OutboxRow, Window};
 use hub::store::transactions::{self, TransactionRow};
-use hub::store::{DbConnection, Store, StoreError};
+use hub::store::{DatabaseConfig, DatabaseUrl, DbConnection, Store, StoreError};
 use hub::supervisor::Supervisor;
 use mock_operator::{MockOperator, MockOperatorConfig};
 use mock_rgs::{MockRgs, MockRgsConfig};
@@ -230,6 +228,8 @@ pub fn config_for(
 /// One running hub process-equivalent: API, drainer and listener, stopped on drop.
 pub struct Hub {
     pub address: String,
+    /// Where `/metrics` is served: the API's address unless `METRICS_ADDR` moved it.
+    pub metrics_address: String,
     pub store: Store,
     pub drainer: Drainer,
     pub supervisor: Supervisor,
@@ -243,6 +243,7 @@ impl Hub {
         let cancel = CancellationToken::new();
         Self {
             address: format!("http://{}", app.addr()),
+            metrics_address: format!("http://{}", app.metrics_addr()),
             store: app.store().clone(),
             drainer: app.drainer(),
             supervisor: app.supervisor(),
@@ -501,7 +502,7 @@ impl TestApp {
     /// The hub's `/metrics` text, or `None` if it does not answer.
     pub async fn metrics_text(&self) -> Option<String> {
         self.client
-            .get(format!("{}/metrics", self.address))
+            .get(format!("{}/metrics", self.hub.metrics_address))
             .send()
             .await
             .ok()?

@@ -448,7 +448,7 @@ async fn a_crash_while_recording_stalls_re_sends_no_more_than_the_drainers_slots
     for _ in 0..EVENTS {
         app.debit_event().await;
     }
-    let hub::config::DatabaseUrl::Postgres(database) = app.database_url.clone() else {
+    let hub::store::DatabaseUrl::Postgres(database) = app.database_url.clone() else {
         unreachable!("a Postgres test")
     };
     let mut locker = PgConnection::establish(&database).expect("connect");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
-use hub::config::{DatabaseConfig, DatabaseUrl};
+use hub::store::{DatabaseConfig, DatabaseUrl};
 use hub::store::{DbConnection, Store, StoreError};
 
 fn sqlite_config(path: &std::path::Path) -> DatabaseConfig {

@@ -254,7 +254,7 @@ fn the_openapi_document_describes_exactly_the_served_routes() {
             documented.push((method.to_uppercase(), path.clone()));
         }
     }
-    let mut served: Vec<(String, String)> = hub::http::route_table(true)
+    let mut served: Vec<(String, String)> = hub::http::route_table(hub::http::Listener::Only, true)
         .into_iter()
         .map(|(m, p)| (m.to_string(), p.to_owned()))
         .collect();
@@ -281,7 +281,7 @@ async fn the_document_is_served_and_documented_routes_exist() {
             .unwrap()
             .to_string()
     );
-    for (method, path) in hub::http::route_table(true) {
+    for (method, path) in hub::http::route_table(hub::http::Listener::Only, true) {
         let url = format!(
             "{}{}",
             app.address,
