@@ -10,20 +10,13 @@
 //! Redis is never the source of truth for money; if it cannot be reached the same rules run
 //! in process (logged once, `hub_governor_redis_up` 0) until it answers again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio::sync::Mutex as AsyncMutex;
 
 use crate::metrics::Metrics;
-
-/// How long one Redis round trip may take before the in-process rules are used instead.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long to leave Redis alone after it failed.
-const REDIS_RETRY: Duration = Duration::from_secs(1);
+use crate::outbound::redis::RedisLink;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -68,13 +61,10 @@ struct LocalState {
 }
 
 struct Shared {
-    client: redis::Client,
-    connection: AsyncMutex<Option<ConnectionManager>>,
+    link: RedisLink,
     keys: [String; 3],
     acquire: Script,
     hold_until: Script,
-    down: AtomicBool,
-    last_failure: Mutex<Option<Instant>>,
 }
 
 pub struct Governor {
@@ -82,7 +72,6 @@ pub struct Governor {
     interval: Option<Duration>,
     local: Mutex<LocalState>,
     shared: Option<Shared>,
-    metrics: Arc<Metrics>,
 }
 
 impl Governor {
@@ -93,26 +82,23 @@ impl Governor {
         key_prefix: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let shared = match redis_url {
-            None => None,
-            Some(url) => Some(Shared {
-                client: redis::Client::open(url)?,
-                connection: AsyncMutex::new(None),
-                keys: ["next_slot", "paused_until", "open_until"]
-                    .map(|k| format!("{key_prefix}governor:{k}")),
-                acquire: Script::new(ACQUIRE),
-                hold_until: Script::new(HOLD_UNTIL),
-                down: AtomicBool::new(false),
-                last_failure: Mutex::new(None),
-            }),
-        };
-        metrics.governor_redis_up.set(i64::from(shared.is_some()));
+        let link = RedisLink::optional(
+            redis_url,
+            "the operator governor",
+            metrics.governor_redis_up.clone(),
+        )?;
+        let shared = link.map(|link| Shared {
+            link,
+            keys: ["next_slot", "paused_until", "open_until"]
+                .map(|k| format!("{key_prefix}governor:{k}")),
+            acquire: Script::new(ACQUIRE),
+            hold_until: Script::new(HOLD_UNTIL),
+        });
         Ok(Arc::new(Self {
             interval: (requests_per_minute > 0)
                 .then(|| Duration::from_secs(60) / requests_per_minute),
             local: Mutex::new(LocalState::default()),
             shared,
-            metrics,
         }))
     }
 
@@ -185,19 +171,13 @@ impl Governor {
     async fn shared_acquire(&self, max_wait: Duration) -> Option<Result<Duration, Refusal>> {
         let shared = self.shared.as_ref()?;
         let interval_ms = self.interval.map_or(0, |i| i.as_millis() as u64);
-        let mut connection = self.connection(shared).await?;
         let mut invocation = shared.acquire.prepare_invoke();
         invocation
             .key(&shared.keys[0])
             .key(&shared.keys[1])
             .key(&shared.keys[2]);
         invocation.arg(interval_ms).arg(max_wait.as_millis() as u64);
-        let answer = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            invocation.invoke_async::<(i64, i64)>(&mut connection),
-        )
-        .await;
-        let (verdict, millis) = self.settle(shared, answer)?;
+        let (verdict, millis) = shared.link.invoke::<(i64, i64)>(&invocation).await?;
         // Redis is outside the process too: a corrupted key must not make a call wait for ever.
         let duration = Duration::from_millis(u64::try_from(millis).unwrap_or(0))
             .min(crate::outbound::retry_after::MAX);
@@ -212,83 +192,11 @@ impl Governor {
         let Some(shared) = self.shared.as_ref() else {
             return;
         };
-        let Some(mut connection) = self.connection(shared).await else {
-            return;
-        };
         let mut invocation = shared.hold_until.prepare_invoke();
         invocation
             .key(&shared.keys[key])
             .arg(duration.as_millis() as u64);
-        let answer = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            invocation.invoke_async::<i64>(&mut connection),
-        )
-        .await;
-        self.settle(shared, answer);
-    }
-
-    async fn connection(&self, shared: &Shared) -> Option<ConnectionManager> {
-        let recently_failed = shared
-            .last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < REDIS_RETRY);
-        if recently_failed {
-            return None;
-        }
-        let mut slot = shared.connection.lock().await;
-        if slot.is_none() {
-            let connecting =
-                tokio::time::timeout(REDIS_TIMEOUT, shared.client.get_connection_manager()).await;
-            match connecting {
-                Ok(Ok(manager)) => *slot = Some(manager),
-                _ => {
-                    self.mark(shared, false);
-                    return None;
-                }
-            }
-        }
-        slot.clone()
-    }
-
-    /// Records whether Redis answered; logs only the changes.
-    fn settle<T>(
-        &self,
-        shared: &Shared,
-        answer: Result<Result<T, redis::RedisError>, tokio::time::error::Elapsed>,
-    ) -> Option<T> {
-        match answer {
-            Ok(Ok(value)) => {
-                self.mark(shared, true);
-                Some(value)
-            }
-            _ => {
-                self.mark(shared, false);
-                None
-            }
-        }
-    }
-
-    fn mark(&self, shared: &Shared, up: bool) {
-        if !up {
-            // Start from a fresh connection when Redis answers again.
-            if let Ok(mut slot) = shared.connection.try_lock() {
-                *slot = None;
-            }
-        }
-        let was_down = shared.down.swap(!up, Ordering::SeqCst);
-        *shared
-            .last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = (!up).then(Instant::now);
-        self.metrics.governor_redis_up.set(i64::from(up));
-        match (was_down, up) {
-            (false, false) => tracing::warn!(
-                "Redis unreachable: the operator governor runs in process until it is back"
-            ),
-            (true, true) => tracing::info!("Redis is back: the operator governor is shared again"),
-            _ => {}
-        }
+        shared.link.invoke::<i64>(&invocation).await;
     }
 }
 

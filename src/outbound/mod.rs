@@ -1,8 +1,9 @@
 //! Everything the hub sends to the outside (the operator, the RGS) leaves through a client
-//! built here, and everything that comes back is bounded here before the rest of the code
+//! built here (Redis through [`redis::RedisLink`]), and everything that comes back is bounded here before the rest of the code
 //! sees it: redirects are never followed, bodies are read up to a limit, and `Retry-After`
 //! is clamped.
 
+pub mod redis;
 pub mod retry_after;
 
 use std::time::Duration;

@@ -1,0 +1,128 @@
+//! The hub's connection to Redis, shared by the features that agree between replicas through
+//! it (the operator governor, the signature replay guard). Redis is never the source of truth:
+//! a round trip that fails or outlasts [`REDIS_TIMEOUT`] yields `None`, the caller applies its
+//! in-process rules, and Redis is left alone for [`REDIS_RETRY`]. Only the changes between up
+//! and down are logged; a gauge says which it is.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, ScriptInvocation};
+use tokio::sync::Mutex as AsyncMutex;
+
+/// How long one Redis round trip may take before the in-process rules are used instead.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long to leave Redis alone after it failed.
+pub const REDIS_RETRY: Duration = Duration::from_secs(1);
+
+pub struct RedisLink {
+    client: redis::Client,
+    connection: AsyncMutex<Option<ConnectionManager>>,
+    down: AtomicBool,
+    last_failure: Mutex<Option<Instant>>,
+    /// Who relies on this link, for the log lines ("the operator governor").
+    user: &'static str,
+    up: IntGauge,
+}
+
+impl RedisLink {
+    /// Parses `url` (no connection yet: the first call connects); `up` is set to 1.
+    pub fn open(url: &str, user: &'static str, up: IntGauge) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        up.set(1);
+        Ok(Self {
+            client,
+            connection: AsyncMutex::new(None),
+            down: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
+            user,
+            up,
+        })
+    }
+
+    /// A link when `url` is set; without one the gauge says 0 (in process) for good.
+    pub fn optional(
+        url: Option<&str>,
+        user: &'static str,
+        up: IntGauge,
+    ) -> Result<Option<Self>, redis::RedisError> {
+        match url {
+            Some(url) => Self::open(url, user, up).map(Some),
+            None => {
+                up.set(0);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs `invocation`; `None` when Redis cannot be reached or does not answer in time.
+    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Option<T> {
+        let mut connection = self.connection().await?;
+        let answer =
+            tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<T>(&mut connection))
+                .await;
+        match answer {
+            Ok(Ok(value)) => {
+                self.mark(true);
+                Some(value)
+            }
+            _ => {
+                self.mark(false);
+                None
+            }
+        }
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let recently_failed = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < REDIS_RETRY);
+        if recently_failed {
+            return None;
+        }
+        let mut slot = self.connection.lock().await;
+        if slot.is_none() {
+            // Boxed: the connecting future's type is deep enough to overflow the compiler's
+            // auto-trait checks of every future that awaits it.
+            let connect: std::pin::Pin<
+                Box<dyn std::future::Future<Output = redis::RedisResult<ConnectionManager>> + Send>,
+            > = Box::pin(self.client.get_connection_manager());
+            let connecting = tokio::time::timeout(REDIS_TIMEOUT, connect).await;
+            match connecting {
+                Ok(Ok(manager)) => *slot = Some(manager),
+                _ => {
+                    drop(slot);
+                    self.mark(false);
+                    return None;
+                }
+            }
+        }
+        slot.clone()
+    }
+
+    /// Records whether Redis answered; logs only the changes.
+    fn mark(&self, up: bool) {
+        if !up {
+            // Start from a fresh connection when Redis answers again.
+            if let Ok(mut slot) = self.connection.try_lock() {
+                *slot = None;
+            }
+        }
+        let was_down = self.down.swap(!up, Ordering::SeqCst);
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = (!up).then(Instant::now);
+        self.up.set(i64::from(up));
+        match (was_down, up) {
+            (false, false) => tracing::warn!(
+                "Redis unreachable: {} runs in process until it is back",
+                self.user
+            ),
+            (true, true) => tracing::info!("Redis is back: {} is shared again", self.user),
+            _ => {}
+        }
+    }
+}
