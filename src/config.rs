@@ -11,6 +11,7 @@ use crate::domain::money::Currency;
 use crate::http::settings as api;
 use crate::operator::OperatorConfig;
 use crate::outbox::WebhookConfig;
+use crate::signature::SignatureSettings;
 use crate::store::DatabaseConfig;
 use crate::telemetry::LogFormat;
 use crate::wallet::completer::RecoveryConfig;
@@ -28,6 +29,7 @@ pub struct Config {
     /// Any one verifies an inbound request; rotation adds the new one, then drops the old.
     pub hmac_secrets: Vec<Vec<u8>>,
     pub signature_tolerance: Duration,
+    pub signatures: SignatureSettings,
     pub supported_currencies: Vec<Currency>,
     pub operator: OperatorConfig,
     pub body_limit_bytes: usize,
@@ -55,6 +57,7 @@ impl std::fmt::Debug for Config {
                 &format!("<{} redacted>", self.hmac_secrets.len()),
             )
             .field("signature_tolerance", &self.signature_tolerance)
+            .field("signatures", &self.signatures)
             .field("supported_currencies", &self.supported_currencies)
             .field("operator", &self.operator)
             .field("body_limit_bytes", &self.body_limit_bytes)
@@ -104,6 +107,7 @@ impl Config {
             database: DatabaseConfig::from_env(env)?,
             hmac_secrets: api::hmac_secrets(env, defaults.hmac_secret)?,
             signature_tolerance: api::signature_tolerance(env)?,
+            signatures: SignatureSettings::from_env(env)?,
             supported_currencies: api::currencies(env)?,
             operator: OperatorConfig::from_env(env)?,
             body_limit_bytes: api::body_limit(env)?,

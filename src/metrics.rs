@@ -27,6 +27,9 @@ pub struct Metrics {
     pub outbox_oldest_due_age: Gauge,
     pub db_connections: IntGaugeVec,
     pub governor_redis_up: IntGauge,
+    pub signature_guard_redis_up: IntGauge,
+    pub signature_guard_events: IntCounterVec,
+    pub signed_requests: IntCounterVec,
     pub background_restarts: IntCounterVec,
     pub background_loop_up: IntGaugeVec,
     pub recovery_attempts: IntCounterVec,
@@ -107,6 +110,27 @@ impl Metrics {
                 "1 while the operator governor is shared through Redis, 0 while it runs in process",
             )
             .expect("valid metric"),
+            signature_guard_redis_up: IntGauge::new(
+                "hub_signature_guard_redis_up",
+                "1 while the v1 signature replay guard is shared through Redis, 0 while it runs in process",
+            )
+            .expect("valid metric"),
+            signature_guard_events: IntCounterVec::new(
+                Opts::new(
+                    "hub_signature_guard_events_total",
+                    "v1 replay guard: replays refused, decisions made in process because Redis was unreachable, entries forgotten early for room",
+                ),
+                &["event"],
+            )
+            .expect("valid metric"),
+            signed_requests: IntCounterVec::new(
+                Opts::new(
+                    "hub_signed_requests_total",
+                    "Requests whose signature verified, by signature version (1 or 2)",
+                ),
+                &["version"],
+            )
+            .expect("valid metric"),
             background_restarts: IntCounterVec::new(
                 Opts::new(
                     "hub_background_restarts_total",
@@ -148,7 +172,10 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+            Box::new(self.signature_guard_redis_up.clone()),
+            Box::new(self.signature_guard_events.clone()),
+            Box::new(self.signed_requests.clone()),
             Box::new(self.webhook_record_failures.clone()),
             Box::new(self.background_restarts.clone()),
             Box::new(self.background_loop_up.clone()),

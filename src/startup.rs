@@ -15,6 +15,7 @@ use crate::http::{self, AppState, Listener};
 use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, Governor, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
+use crate::signature::replay::ReplayGuard;
 use crate::signature::Verifier;
 use crate::store::{DatabaseUrl, Store, StoreError};
 use crate::supervisor::{RestartBackoff, Supervisor};
@@ -83,7 +84,13 @@ impl Application {
             wallet: wallet.clone(),
             breaker,
             metrics: metrics.clone(),
-            verifier: Verifier::new(config.hmac_secrets.clone(), config.signature_tolerance),
+            verifier: Verifier::new(config.hmac_secrets.clone(), config.signature_tolerance)
+                .accepting_v1(config.signatures.accept_v1),
+            replay_guard: ReplayGuard::new(
+                config.operator.redis_url.as_deref(),
+                &config.operator.redis_key_prefix,
+                metrics.clone(),
+            )?,
             currencies: config.supported_currencies.clone(),
             body_limit: config.body_limit_bytes,
             store: store.clone(),

@@ -75,6 +75,11 @@ impl ApiError {
         }
         match self {
             ApiError::Signature(SignatureError::Stale) => "STALE_TIMESTAMP",
+            ApiError::Signature(SignatureError::UnsupportedVersion) => {
+                "UNSUPPORTED_SIGNATURE_VERSION"
+            }
+            ApiError::Signature(SignatureError::V2Required) => "SIGNATURE_V2_REQUIRED",
+            ApiError::Signature(SignatureError::Replayed) => "SIGNATURE_REPLAYED",
             ApiError::Signature(_) => "INVALID_SIGNATURE",
             ApiError::IdempotencyKey(IdempotencyKeyError::Missing) => "MISSING_IDEMPOTENCY_KEY",
             ApiError::IdempotencyKey(

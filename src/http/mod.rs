@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::domain::Currency;
 use crate::metrics::Metrics;
 use crate::operator::CircuitBreaker;
+use crate::signature::replay::ReplayGuard;
 use crate::signature::Verifier;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -30,6 +31,7 @@ use crate::wallet::WalletService;
 pub struct AppState {
     pub wallet: WalletService,
     pub verifier: Verifier,
+    pub replay_guard: ReplayGuard,
     pub currencies: Vec<Currency>,
     pub body_limit: usize,
     pub store: Store,

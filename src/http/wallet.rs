@@ -9,6 +9,7 @@ use super::{body, correlation, AppState};
 use crate::domain::{
     BalanceRequest, IdempotencyKey, RollbackRequest, TransactionKind, WalletRequest,
 };
+use crate::signature::{Binding, SignedRequest, Version};
 use crate::wallet::{Receipt, RollbackCommand, WalletCommand};
 
 pub async fn debit(
@@ -54,19 +55,47 @@ pub async fn balance(
     Ok(HttpResponse::Ok().json(balance))
 }
 
-/// The body, read within the limit, once its signature and timestamp check out.
+/// The body, read within the limit, once its signature and timestamp check out (and, for a
+/// v1 signature, once the replay guard has seen it used for no other request).
 async fn signed_body(
     request: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<web::Bytes, ApiError> {
     let body = body::read_limited(request, payload, state.body_limit).await?;
-    state.verifier.verify(
-        &body,
-        header(request, "X-Timestamp"),
-        header(request, "X-Signature"),
-        chrono::Utc::now().timestamp(),
-    )?;
+    let binding = Binding {
+        method: request.method().as_str(),
+        path: request.path(),
+        idempotency_key: request
+            .headers()
+            .get("Idempotency-Key")
+            .map_or(&[][..], |value| value.as_bytes()),
+    };
+    let signed = SignedRequest {
+        version: header(request, "X-Signature-Version"),
+        binding,
+        body: &body,
+        timestamp: header(request, "X-Timestamp"),
+        signature: header(request, "X-Signature"),
+    };
+    let verified = state
+        .verifier
+        .verify_request(&signed, chrono::Utc::now().timestamp())?;
+    let version = match verified.version {
+        Version::V1 => "1",
+        Version::V2 => "2",
+    };
+    state
+        .metrics
+        .signed_requests
+        .with_label_values(&[version])
+        .inc();
+    if verified.version == Version::V1 {
+        state
+            .replay_guard
+            .admit(&verified.signature, &binding, verified.valid_for)
+            .await?;
+    }
     Ok(body)
 }
 

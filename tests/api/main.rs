@@ -23,5 +23,6 @@ mod recovery;
 mod replicas;
 mod rollback;
 mod runbook;
+mod signature_binding;
 mod wallet_contract;
 mod webhooks;
