@@ -1,13 +1,21 @@
-// A signed balance read from Node.js 18+. Signed like every call, but with no Idempotency-Key.
+// A signed balance read from Node.js 18+. Signed like every call, but with no Idempotency-Key:
+// it is the empty string in the signed text.
 const crypto = require("node:crypto");
 
 async function balance(hubUrl, secret, playerId, currency) {
+  const path = "/wallet/balance";
   const body = JSON.stringify({ playerId, currency });
   const timestamp = Math.floor(Date.now() / 1000).toString();
-  const signature = crypto.createHmac("sha256", secret).update(body + timestamp).digest("hex");
-  const response = await fetch(`${hubUrl}/wallet/balance`, {
+  const canonical = ["POST", path, "", timestamp, body].join("\n");
+  const signature = crypto.createHmac("sha256", secret).update(canonical).digest("hex");
+  const response = await fetch(`${hubUrl}${path}`, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "X-Timestamp": timestamp, "X-Signature": signature },
+    headers: {
+      "Content-Type": "application/json",
+      "X-Timestamp": timestamp,
+      "X-Signature-Version": "2",
+      "X-Signature": signature,
+    },
     body,
   });
   console.log(await response.text());

@@ -1,5 +1,5 @@
 # A signed balance read from Python 3, standard library only. Signed like every call, but with
-# no Idempotency-Key: a read records nothing.
+# no Idempotency-Key (a read records nothing): it is the empty string in the signed text.
 import hashlib
 import hmac
 import json
@@ -10,14 +10,21 @@ import urllib.request
 
 
 def balance(hub_url: str, secret: str, player_id: str, currency: str) -> None:
+    path = "/wallet/balance"
     body = json.dumps({"playerId": player_id, "currency": currency}, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
-    signature = hmac.new(secret.encode(), body + timestamp.encode(), hashlib.sha256).hexdigest()
+    canonical = "\n".join(["POST", path, "", timestamp]).encode() + b"\n" + body
+    signature = hmac.new(secret.encode(), canonical, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
-        f"{hub_url}/wallet/balance",
+        f"{hub_url}{path}",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json", "X-Timestamp": timestamp, "X-Signature": signature},
+        headers={
+            "Content-Type": "application/json",
+            "X-Timestamp": timestamp,
+            "X-Signature-Version": "2",
+            "X-Signature": signature,
+        },
     )
     try:
         with urllib.request.urlopen(request) as response:

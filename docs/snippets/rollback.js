@@ -3,15 +3,19 @@
 const crypto = require("node:crypto");
 
 async function rollback(hubUrl, secret, playerId, originalRefId) {
-  const body = JSON.stringify({ playerId, refId: `rollback-${originalRefId}`, originalRefId });
+  const path = "/wallet/rollback";
+  const key = `rollback-${originalRefId}`;
+  const body = JSON.stringify({ playerId, refId: key, originalRefId });
   const timestamp = Math.floor(Date.now() / 1000).toString();
-  const signature = crypto.createHmac("sha256", secret).update(body + timestamp).digest("hex");
-  const response = await fetch(`${hubUrl}/wallet/rollback`, {
+  const canonical = ["POST", path, key, timestamp, body].join("\n");
+  const signature = crypto.createHmac("sha256", secret).update(canonical).digest("hex");
+  const response = await fetch(`${hubUrl}${path}`, {
     method: "POST",
     headers: {
       "Content-Type": "application/json",
-      "Idempotency-Key": `rollback-${originalRefId}`,
+      "Idempotency-Key": key,
       "X-Timestamp": timestamp,
+      "X-Signature-Version": "2",
       "X-Signature": signature,
     },
     body,

@@ -11,20 +11,24 @@ import urllib.request
 
 
 def rollback(hub_url: str, secret: str, player_id: str, original_ref_id: str) -> None:
+    path = "/wallet/rollback"
+    key = f"rollback-{original_ref_id}"
     body = json.dumps(
-        {"playerId": player_id, "refId": f"rollback-{original_ref_id}", "originalRefId": original_ref_id},
+        {"playerId": player_id, "refId": key, "originalRefId": original_ref_id},
         separators=(",", ":"),
     ).encode()
     timestamp = str(int(time.time()))
-    signature = hmac.new(secret.encode(), body + timestamp.encode(), hashlib.sha256).hexdigest()
+    canonical = "\n".join(["POST", path, key, timestamp]).encode() + b"\n" + body
+    signature = hmac.new(secret.encode(), canonical, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
-        f"{hub_url}/wallet/rollback",
+        f"{hub_url}{path}",
         data=body,
         method="POST",
         headers={
             "Content-Type": "application/json",
-            "Idempotency-Key": f"rollback-{original_ref_id}",
+            "Idempotency-Key": key,
             "X-Timestamp": timestamp,
+            "X-Signature-Version": "2",
             "X-Signature": signature,
         },
     )

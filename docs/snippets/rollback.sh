@@ -4,12 +4,15 @@
 # rollback's own refId and Idempotency-Key derive from the debit's refId, so running it again
 # is a retry of the same rollback, never a second one.
 set -euo pipefail
-body='{"playerId":"'"${PLAYER_ID:-player-001}"'","refId":"rollback-'"$ORIGINAL_REF_ID"'","originalRefId":"'"$ORIGINAL_REF_ID"'"}'
+path=/wallet/rollback
+key="rollback-$ORIGINAL_REF_ID"
+body='{"playerId":"'"${PLAYER_ID:-player-001}"'","refId":"'"$key"'","originalRefId":"'"$ORIGINAL_REF_ID"'"}'
 timestamp=$(date +%s)
-signature=$(printf '%s%s' "$body" "$timestamp" | openssl dgst -sha256 -hmac "$HUB_SECRET" | sed 's/^.* //')
-curl -sS -w '\n%{http_code}\n' "$HUB_URL/wallet/rollback" \
+signature=$(printf 'POST\n%s\n%s\n%s\n%s' "$path" "$key" "$timestamp" "$body" | openssl dgst -sha256 -hmac "$HUB_SECRET" | sed 's/^.* //')
+curl -sS -w '\n%{http_code}\n' "$HUB_URL$path" \
   -H 'Content-Type: application/json' \
-  -H "Idempotency-Key: rollback-$ORIGINAL_REF_ID" \
+  -H "Idempotency-Key: $key" \
   -H "X-Timestamp: $timestamp" \
+  -H 'X-Signature-Version: 2' \
   -H "X-Signature: $signature" \
   --data-raw "$body"

@@ -1,7 +1,15 @@
-// A signed debit from Node.js 18+ (built-in fetch and crypto). Sign the exact string sent.
+// A signed debit from Node.js 18+ (built-in fetch and crypto), signature version 2. Sign the
+// exact string sent, together with where it is sent and under which key.
 const crypto = require("node:crypto");
 
+function sign(secret, path, idempotencyKey, timestamp, body) {
+  const canonical = ["POST", path, idempotencyKey, timestamp, body].join("\n");
+  return crypto.createHmac("sha256", secret).update(canonical).digest("hex");
+}
+
 async function debit(hubUrl, secret) {
+  const path = "/wallet/debit";
+  const idempotencyKey = crypto.randomUUID();
   const body = JSON.stringify({
     playerId: "player-001",
     amountCents: 100,
@@ -9,14 +17,14 @@ async function debit(hubUrl, secret) {
     refId: `node-${crypto.randomUUID()}`,
   });
   const timestamp = Math.floor(Date.now() / 1000).toString();
-  const signature = crypto.createHmac("sha256", secret).update(body + timestamp).digest("hex");
-  const response = await fetch(`${hubUrl}/wallet/debit`, {
+  const response = await fetch(`${hubUrl}${path}`, {
     method: "POST",
     headers: {
       "Content-Type": "application/json",
-      "Idempotency-Key": crypto.randomUUID(),
+      "Idempotency-Key": idempotencyKey,
       "X-Timestamp": timestamp,
-      "X-Signature": signature,
+      "X-Signature-Version": "2",
+      "X-Signature": sign(secret, path, idempotencyKey, timestamp, body),
     },
     body,
   });
