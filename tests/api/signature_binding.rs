@@ -419,3 +419,49 @@ mod a_v1_signature_seen_by_one_replica_is_refused_for_another_request_by_the_oth
         .await
     }
 }
+
+/// Redis configured but not answering: the guard decides in process, counts it, and the
+/// clients see the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_the_replay_guard_still_refuses_in_process() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let options = crate::helpers::Options {
+        redis_url: Some(url),
+        ..crate::helpers::Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await;
+    let key = new_key();
+    let debit = Call::v1(
+        "/wallet/debit",
+        Some(&key),
+        &wallet_body("player-001", 100, "USD"),
+    );
+
+    let charged = debit.send(&app.client, &app.address).await;
+    assert_eq!(charged.status, 201, "{}", charged.text);
+    let retried = debit.send(&app.client, &app.address).await;
+    assert_eq!(retried.status, 201, "{}", retried.text);
+    let replayed = debit
+        .replayed_to("/wallet/credit", Some(&new_key()))
+        .send(&app.client, &app.address)
+        .await;
+    assert_refused(&replayed, "SIGNATURE_REPLAYED", "with Redis down");
+    assert_eq!(app.operator.total_charges(), 1);
+
+    let metrics = app.metrics_text().await.expect("metrics");
+    let value = |series: &str| {
+        metrics.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')
+                .map(str::to_owned)
+        })
+    };
+    assert_eq!(value("hub_signature_guard_redis_up").as_deref(), Some("0"));
+    let fallbacks: u64 = value(r#"hub_signature_guard_events_total{event="redis_fallback"}"#)
+        .expect("fallbacks are counted")
+        .parse()
+        .unwrap();
+    assert!(fallbacks >= 1, "{fallbacks}");
+}
