@@ -463,6 +463,27 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     }
 }
 
+/// The `/metrics` text of the hub at `address`, or `None` if it does not answer.
+pub async fn metrics_at(client: &reqwest::Client, address: &str) -> Option<String> {
+    client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of one series (name and labels, as printed) in a `/metrics` text.
+pub fn metric_value(metrics: &str, series: &str) -> Option<String> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')
+            .map(str::to_owned)
+    })
+}
+
 /// Polls `check` until it yields a value or `within` passes; panics naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
@@ -501,14 +522,7 @@ impl TestApp {
 
     /// The hub's `/metrics` text, or `None` if it does not answer.
     pub async fn metrics_text(&self) -> Option<String> {
-        self.client
-            .get(format!("{}/metrics", self.hub.metrics_address))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
+        metrics_at(&self.client, &self.hub.metrics_address).await
     }
 
     /// Makes the key look as if its owner died holding a lease that ends at `until`.

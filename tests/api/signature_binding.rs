@@ -6,8 +6,8 @@ use hub::signature::{sign, sign_v2, Binding};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    answer, eventually, new_key, on_both_backends, spawn_hub_process, wallet_body, Answer, Backend,
-    TestApp, SECRET,
+    answer, eventually, metric_value, metrics_at, new_key, on_both_backends, spawn_hub_process,
+    wallet_body, Answer, Backend, TestApp, SECRET,
 };
 
 on_both_backends!(
@@ -93,6 +93,18 @@ impl<'a> Call<'a> {
     }
 }
 
+/// A debit of 100 USD cents for player-001 under `key`, signed by `signed`.
+fn one_dollar_debit<'a>(
+    signed: fn(&'a str, Option<&'a str>, &Value) -> Call<'a>,
+    key: &'a str,
+) -> Call<'a> {
+    signed(
+        "/wallet/debit",
+        Some(key),
+        &wallet_body("player-001", 100, "USD"),
+    )
+}
+
 fn assert_refused(response: &Answer, code: &str, what: &str) {
     assert_eq!(response.status, 401, "{what}: {}", response.text);
     assert_eq!(response.json["code"], code, "{what}: {}", response.text);
@@ -136,11 +148,7 @@ async fn v2_signatures_are_accepted_on_debit_credit_rollback_and_balance(backend
 async fn a_v2_signature_made_for_a_debit_is_refused_on_credit(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = new_key();
-    let debit = Call::v2(
-        "/wallet/debit",
-        Some(&key),
-        &wallet_body("player-001", 100, "USD"),
-    );
+    let debit = one_dollar_debit(Call::v2, &key);
 
     // Captured before it reached the hub, and sent to the credit endpoint instead.
     let replayed = debit
@@ -176,11 +184,7 @@ async fn a_v2_signature_made_for_a_debit_is_refused_on_credit(backend: Backend) 
 async fn a_v2_signature_is_refused_under_another_idempotency_key(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = new_key();
-    let debit = Call::v2(
-        "/wallet/debit",
-        Some(&key),
-        &wallet_body("player-001", 100, "USD"),
-    );
+    let debit = one_dollar_debit(Call::v2, &key);
     let first = debit.send(&app.client, &app.address).await;
     assert_eq!(first.status, 201, "{}", first.text);
 
@@ -210,11 +214,7 @@ async fn a_v2_signature_is_refused_under_another_idempotency_key(backend: Backen
 async fn a_v1_debit_replayed_to_credit_is_refused_and_moves_no_money(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = new_key();
-    let debit = Call::v1(
-        "/wallet/debit",
-        Some(&key),
-        &wallet_body("player-001", 100, "USD"),
-    );
+    let debit = one_dollar_debit(Call::v1, &key);
     let first = debit.send(&app.client, &app.address).await;
     assert_eq!(first.status, 201, "v1 is still accepted: {}", first.text);
 
@@ -269,11 +269,7 @@ async fn a_v1_debit_replayed_to_credit_is_refused_and_moves_no_money(backend: Ba
 async fn an_identical_v1_retry_still_gets_the_idempotent_replay(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = new_key();
-    let debit = Call::v1(
-        "/wallet/debit",
-        Some(&key),
-        &wallet_body("player-001", 100, "USD"),
-    );
+    let debit = one_dollar_debit(Call::v1, &key);
     let first = debit.send(&app.client, &app.address).await;
     assert_eq!(first.status, 201, "{}", first.text);
 
@@ -350,11 +346,7 @@ async fn a_v1_signature_seen_by_one_replica_is_refused_for_another_request_by_th
     let env = [("REDIS_URL", redis.as_str()), ("REDIS_KEY_PREFIX", &prefix)];
     let (first, second) = (spawn_hub_process(&app, &env), spawn_hub_process(&app, &env));
     let key = new_key();
-    let debit = Call::v1(
-        "/wallet/debit",
-        Some(&key),
-        &wallet_body("player-001", 100, "USD"),
-    );
+    let debit = one_dollar_debit(Call::v1, &key);
 
     let charged = debit.send(&app.client, &first.address).await;
     assert_eq!(charged.status, 201, "{}", charged.text);
@@ -378,19 +370,11 @@ async fn a_v1_signature_seen_by_one_replica_is_refused_for_another_request_by_th
         "the refusal to be counted",
         std::time::Duration::from_secs(5),
         || async {
-            let metrics = app
-                .client
-                .get(format!("{}/metrics", second.address))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            metrics.lines().find_map(|line| {
-                line.strip_prefix(r#"hub_signature_guard_events_total{event="replay_refused"} "#)
-                    .map(str::to_owned)
-            })
+            let metrics = metrics_at(&app.client, &second.address).await?;
+            metric_value(
+                &metrics,
+                r#"hub_signature_guard_events_total{event="replay_refused"}"#,
+            )
         },
     )
     .await;
@@ -433,11 +417,7 @@ async fn with_redis_unreachable_the_replay_guard_still_refuses_in_process() {
     };
     let app = TestApp::spawn_with(Backend::Sqlite, options).await;
     let key = new_key();
-    let debit = Call::v1(
-        "/wallet/debit",
-        Some(&key),
-        &wallet_body("player-001", 100, "USD"),
-    );
+    let debit = one_dollar_debit(Call::v1, &key);
 
     let charged = debit.send(&app.client, &app.address).await;
     assert_eq!(charged.status, 201, "{}", charged.text);
@@ -451,17 +431,16 @@ async fn with_redis_unreachable_the_replay_guard_still_refuses_in_process() {
     assert_eq!(app.operator.total_charges(), 1);
 
     let metrics = app.metrics_text().await.expect("metrics");
-    let value = |series: &str| {
-        metrics.lines().find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')
-                .map(str::to_owned)
-        })
-    };
-    assert_eq!(value("hub_signature_guard_redis_up").as_deref(), Some("0"));
-    let fallbacks: u64 = value(r#"hub_signature_guard_events_total{event="redis_fallback"}"#)
-        .expect("fallbacks are counted")
-        .parse()
-        .unwrap();
+    assert_eq!(
+        metric_value(&metrics, "hub_signature_guard_redis_up").as_deref(),
+        Some("0")
+    );
+    let fallbacks: u64 = metric_value(
+        &metrics,
+        r#"hub_signature_guard_events_total{event="redis_fallback"}"#,
+    )
+    .expect("fallbacks are counted")
+    .parse()
+    .unwrap();
     assert!(fallbacks >= 1, "{fallbacks}");
 }
