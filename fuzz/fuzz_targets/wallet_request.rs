@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hub::domain::{Currency, IdempotencyKey, WalletRequest};
-use hub::signature::Verifier;
+use hub::signature::{Binding, SignedRequest, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,11 +20,15 @@ fuzz_target!(|data: &[u8]| {
     let (head, body) = data.split_at(data.len().min(96));
     let (timestamp, signature) = head.split_at(head.len().min(16));
     let verifier = Verifier::new(vec![b"fuzz-secret-0123456789-0123456789-abc".to_vec()], Duration::from_secs(300));
-    let _ = verifier.verify(
-        body,
-        std::str::from_utf8(timestamp).ok(),
-        std::str::from_utf8(signature).ok(),
-        1_700_000_000,
-    );
+    for version in [None, Some("1"), Some("2"), std::str::from_utf8(&head[..head.len().min(2)]).ok()] {
+        let request = SignedRequest {
+            version,
+            binding: Binding { method: "POST", path: "/wallet/debit", idempotency_key: head },
+            body,
+            timestamp: std::str::from_utf8(timestamp).ok(),
+            signature: std::str::from_utf8(signature).ok(),
+        };
+        let _ = verifier.verify_request(&request, 1_700_000_000);
+    }
     let _ = IdempotencyKey::parse(Some(head));
 });

@@ -174,20 +174,6 @@ impl Verifier {
         self
     }
 
-    /// Checks a v1 signature over the exact bytes received, then the clock.
-    pub fn verify(
-        &self,
-        body: &[u8],
-        timestamp: Option<&str>,
-        signature: Option<&str>,
-        now_unix: i64,
-    ) -> Result<(), SignatureError> {
-        self.check(timestamp, signature, now_unix, |secret, timestamp| {
-            mac(secret, body, timestamp)
-        })
-        .map(|_| ())
-    }
-
     /// Checks a request's signature in the version it names, then the clock: a request that
     /// was never signed by us learns nothing about our time window.
     pub fn verify_request(
@@ -268,6 +254,40 @@ mod tests {
 
     fn verifier() -> Verifier {
         Verifier::new(vec![NEW.to_vec(), OLD.to_vec()], Duration::from_secs(300))
+    }
+
+    /// A v1 request (no `X-Signature-Version`) to `/wallet/debit`.
+    trait VerifyV1 {
+        fn verify(
+            &self,
+            body: &[u8],
+            timestamp: Option<&str>,
+            signature: Option<&str>,
+            now_unix: i64,
+        ) -> Result<(), SignatureError>;
+    }
+
+    impl VerifyV1 for Verifier {
+        fn verify(
+            &self,
+            body: &[u8],
+            timestamp: Option<&str>,
+            signature: Option<&str>,
+            now_unix: i64,
+        ) -> Result<(), SignatureError> {
+            let request = SignedRequest {
+                version: None,
+                binding: Binding {
+                    method: "POST",
+                    path: "/wallet/debit",
+                    idempotency_key: b"key-1",
+                },
+                body,
+                timestamp,
+                signature,
+            };
+            self.verify_request(&request, now_unix).map(|_| ())
+        }
     }
 
     #[test]
