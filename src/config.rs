@@ -369,6 +369,38 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_tls_file_paths_and_never_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["hub".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let (cert_path, key_path) = (
+            cert_path.display().to_string(),
+            key_path.display().to_string(),
+        );
+        let mut pairs = vec![SECRET];
+        for peer in ["OPERATOR", "WEBHOOK"] {
+            pairs.push((leak(format!("{peer}_CA_FILE")), cert_path.as_str()));
+            pairs.push((leak(format!("{peer}_CLIENT_CERT")), cert_path.as_str()));
+            pairs.push((leak(format!("{peer}_CLIENT_KEY")), key_path.as_str()));
+        }
+        let shown = format!("{:#?}", config(&pairs).unwrap());
+        assert_eq!(shown.matches(key_path.as_str()).count(), 2, "{shown}");
+        let key_body = key.serialize_pem().lines().nth(1).unwrap().to_owned();
+        assert!(!shown.contains(&key_body), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    }
+
+    fn leak(text: String) -> &'static str {
+        Box::leak(text.into_boxed_str())
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let config = config(&[SECRET, ("ADMIN_TOKEN", "admin-token-0123456789")]).unwrap();
         let shown = format!("{config:?}");

@@ -81,7 +81,7 @@ impl OperatorClient {
         metrics: Arc<Metrics>,
         governor: Arc<Governor>,
     ) -> Result<Self, reqwest::Error> {
-        let http = outbound::client_builder().build()?;
+        let http = outbound::client_builder(&config.tls).build()?;
         Ok(Self {
             http,
             base_url: config.base_url.clone(),

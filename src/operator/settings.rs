@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::BreakerConfig;
+use crate::outbound::tls::PeerTls;
 use crate::settings::{http_url, positive, redact_url, ConfigError, Env};
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct OperatorConfig {
     /// Shares the governor between replicas; `None` keeps it in process.
     pub redis_url: Option<String>,
     pub redis_key_prefix: String,
+    /// `OPERATOR_CA_FILE`, `OPERATOR_CLIENT_CERT`, `OPERATOR_CLIENT_KEY`.
+    pub tls: PeerTls,
 }
 
 impl std::fmt::Debug for OperatorConfig {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for OperatorConfig {
             .field("requests_per_minute", &self.requests_per_minute)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -57,6 +61,7 @@ impl OperatorConfig {
             )?,
             redis_url: redis_url(env.url("REDIS_URL", None))?,
             redis_key_prefix: env.text("REDIS_KEY_PREFIX", "hub:").to_owned(),
+            tls: PeerTls::from_env(env, "OPERATOR")?,
         })
     }
 }

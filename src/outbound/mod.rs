@@ -5,6 +5,7 @@
 
 pub mod redis;
 pub mod retry_after;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -13,9 +14,10 @@ use tokio_util::bytes::{Bytes, BytesMut};
 
 /// A client builder for outside calls. A redirect is an answer like any other (and never a
 /// delivery or a decision): following one would re-send a signed payload to whatever host it
-/// names, or mistake a GET elsewhere for the answer to our POST.
-pub fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// names, or mistake a GET elsewhere for the answer to our POST. `tls` names the CA the peer
+/// is trusted by and the certificate presented to it.
+pub fn client_builder(tls: &tls::PeerTls) -> reqwest::ClientBuilder {
+    tls.apply(reqwest::Client::builder())
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)

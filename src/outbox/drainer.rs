@@ -58,7 +58,7 @@ impl Drainer {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        let http = outbound::client_builder()
+        let http = outbound::client_builder(&config.tls)
             .pool_max_idle_per_host(config.concurrency)
             .build()?;
         Ok(Self {

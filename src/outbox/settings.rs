@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::outbound::tls::PeerTls;
 use crate::settings::{http_url, redact_url, ConfigError, Env};
 
 /// The shortest HMAC key the hub accepts, inbound or outbound.
@@ -25,6 +26,8 @@ pub struct WebhookConfig {
     pub poll_interval: Duration,
     /// Delivered events older than this are deleted, with their attempts.
     pub retention: Duration,
+    /// `WEBHOOK_CA_FILE`, `WEBHOOK_CLIENT_CERT`, `WEBHOOK_CLIENT_KEY`.
+    pub tls: PeerTls,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("lease", &self.lease)
             .field("poll_interval", &self.poll_interval)
             .field("retention", &self.retention)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -73,6 +77,7 @@ impl WebhookConfig {
             lease: env.seconds("WEBHOOK_LEASE_SECONDS", 60)?,
             poll_interval: env.millis("WEBHOOK_POLL_INTERVAL_MS", 1_000)?,
             retention: env.hours("WEBHOOK_RETENTION_HOURS", 168)?,
+            tls: PeerTls::from_env(env, "WEBHOOK")?,
         };
         // Every claimed event starts at once, so a claim must outlast one attempt and the
         // recording of its outcome; a shorter lease lets a second drainer send it meanwhile.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use hub::config::{Config, Defaults, Env};
 use hub::operator::{BreakerConfig, OperatorConfig, RetryConfig};
+use hub::outbound::tls::PeerTls;
 use hub::outbox::Drainer;
 use hub::startup::Application;
 use hub::store::outbox::{self, AttemptRow, OutboxRow, Window};
@@ -84,6 +85,9 @@ pub struct Options {
     pub operator_url: Option<String>,
     /// Another RGS than the test's mock.
     pub rgs_url: Option<String>,
+    /// The CA and client certificate of the operator's and the RGS's HTTPS.
+    pub operator_tls: PeerTls,
+    pub webhook_tls: PeerTls,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -125,6 +129,8 @@ impl Default for Options {
             completer_concurrency: 8,
             operator_url: None,
             rgs_url: None,
+            operator_tls: PeerTls::default(),
+            webhook_tls: PeerTls::default(),
         }
     }
 }
@@ -203,6 +209,7 @@ pub fn config_for(
         requests_per_minute: options.governor_rpm,
         redis_url: options.redis_url.clone(),
         redis_key_prefix: format!("hub-test-{}:", Uuid::new_v4().simple()),
+        tls: options.operator_tls.clone(),
     };
     config.body_limit_bytes = options.body_limit_bytes;
     config.workers = 2;
@@ -214,6 +221,7 @@ pub fn config_for(
     config.webhooks.batch_size = options.webhook_batch_size;
     config.webhooks.poll_interval = Duration::from_millis(100);
     config.webhooks.attempt_timeout = options.webhook_attempt_timeout;
+    config.webhooks.tls = options.webhook_tls.clone();
     config.admin_token = options.admin_token.clone();
     config.recovery.abandoned_after = options.completer_after;
     config.recovery.every = Duration::from_millis(100);

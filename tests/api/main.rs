@@ -1,8 +1,10 @@
 //! Black-box tests of the hub's HTTP API against a real mock operator and a real database.
 
+mod certs;
 mod gate;
 mod helpers;
 mod hostile;
+mod tls_front;
 
 mod governor;
 mod hostile_operator;
@@ -23,6 +25,7 @@ mod recovery;
 mod replicas;
 mod rollback;
 mod runbook;
+mod tls_outbound;
 mod signature_binding;
 mod wallet_contract;
 mod webhooks;
