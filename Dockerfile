@@ -1,5 +1,6 @@
-# Multi-stage build of the hub and its two mocks. SQLite and the Postgres client library are
-# compiled in (bundled), so the runtime image needs nothing but glibc.
+# Multi-stage build of the hub and its two mocks. SQLite, the Postgres client library and
+# OpenSSL (TLS to Postgres; built with perl and make, both in the build image) are compiled in
+# from source, so the runtime image needs nothing but glibc.
 FROM rust:1.85-bookworm AS build
 WORKDIR /src
 COPY . .

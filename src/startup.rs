@@ -17,6 +17,7 @@ use crate::operator::{CircuitBreaker, Governor, OperatorClient};
 use crate::outbox::{listener, retention, Drainer};
 use crate::signature::replay::ReplayGuard;
 use crate::signature::Verifier;
+use crate::store::postgres_tls::{ListenTarget, PostgresTlsError};
 use crate::store::{DatabaseUrl, Store, StoreError};
 use crate::supervisor::{RestartBackoff, Supervisor};
 use crate::wallet::{WalletParts, WalletService};
@@ -32,6 +33,8 @@ pub enum StartupError {
     },
     #[error("cannot build an HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    PostgresTls(#[from] PostgresTlsError),
     #[error("REDIS_URL is not usable: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -45,8 +48,8 @@ pub struct Application {
     store: Store,
     drainer: Drainer,
     outbox_wake: Arc<Notify>,
-    /// Set on Postgres: where the outbox listener connects.
-    listen_url: Option<String>,
+    /// Set on Postgres: where and how the outbox listener connects.
+    listen_target: Option<ListenTarget>,
     retention: Duration,
     drain: bool,
     wallet: WalletService,
@@ -56,6 +59,12 @@ pub struct Application {
 impl Application {
     /// Migrates the database, opens the pool and binds `config.listen_addr` (port 0 picks one).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // The listener's TLS files are read before anything connects, so that a bad
+        // sslrootcert is reported as such rather than as a failed connection.
+        let listen_target = match &config.database.url {
+            DatabaseUrl::Postgres(url) => Some(ListenTarget::from_url(url)?),
+            DatabaseUrl::Sqlite(_) => None,
+        };
         let database = config.database.clone();
         let store = tokio::task::spawn_blocking(move || Store::connect(&database))
             .await
@@ -107,10 +116,6 @@ impl Application {
             ),
         };
         let (addr, server) = serve(&state, config.listen_addr, public, config.workers)?;
-        let listen_url = match &config.database.url {
-            DatabaseUrl::Postgres(url) => Some(url.clone()),
-            DatabaseUrl::Sqlite(_) => None,
-        };
         Ok(Self {
             addr,
             server,
@@ -123,7 +128,7 @@ impl Application {
             )?,
             store,
             outbox_wake,
-            listen_url,
+            listen_target,
             retention: config.webhooks.retention,
             drain: config.webhooks.drain,
             wallet,
@@ -188,11 +193,11 @@ impl Application {
                     retention::prune_until_cancelled(store.clone(), retention, stop.clone(), health)
                 }),
             );
-            if let Some(url) = self.listen_url {
+            if let Some(target) = self.listen_target {
                 let (wake, stop) = (self.outbox_wake, cancel.clone());
                 background.push(supervisor.spawn("listener", cancel.clone(), move |health| {
                     listener::listen_until_cancelled(
-                        url.clone(),
+                        target.clone(),
                         wake.clone(),
                         stop.clone(),
                         health,

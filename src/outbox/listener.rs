@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::outbox::CHANNEL;
+use crate::store::postgres_tls::ListenTarget;
 use crate::supervisor::LoopHealth;
 
 /// A black-holed database host must not hold the listener (or a shutdown) for minutes.
@@ -26,12 +27,12 @@ pub enum ListenError {
 /// Listens until cancelled (`Ok`) or the connection fails (`Err`, for the supervisor to
 /// connect again after its backoff).
 pub async fn listen_until_cancelled(
-    url: String,
+    target: ListenTarget,
     wake: Arc<Notify>,
     cancel: CancellationToken,
     health: LoopHealth,
 ) -> Result<(), ListenError> {
-    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(&url, NoTls));
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, target.config.connect(target.tls));
     let (client, mut connection) = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
         connected = connecting => match connected {

@@ -7,6 +7,7 @@
 pub mod idempotency_keys;
 mod migrations;
 pub mod outbox;
+pub mod postgres_tls;
 pub mod schema;
 mod settings;
 pub mod transactions;
@@ -16,6 +17,8 @@ use std::path::Path;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2;
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+
+use crate::settings::redact_url;
 
 pub use migrations::run_migrations;
 pub use settings::{DatabaseConfig, DatabaseUrl};
@@ -112,9 +115,26 @@ const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL
 
 pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, ConnectError> {
     match url {
-        DatabaseUrl::Postgres(url) => PgConnection::establish(url)
-            .map(DbConnection::Postgres)
-            .map_err(|e| ConnectError(format!("cannot connect to Postgres: {e}"))),
+        // libpq's message spans lines; the URL (without its password) shows which sslmode
+        // and sslrootcert a TLS failure was met with.
+        DatabaseUrl::Postgres(url) => {
+            init_openssl();
+            PgConnection::establish(url)
+                .map(DbConnection::Postgres)
+                .map_err(|e| {
+                    let reason: Vec<String> = e
+                        .to_string()
+                        .lines()
+                        .map(str::trim)
+                        .map(str::to_owned)
+                        .collect();
+                    ConnectError(format!(
+                        "cannot connect to Postgres at DATABASE_URL {}: {}",
+                        redact_url(url),
+                        reason.join(" ").trim()
+                    ))
+                })
+        }
         DatabaseUrl::Sqlite(path) => {
             let path_text = path
                 .to_str()
@@ -128,6 +148,13 @@ pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, ConnectError> {
             Ok(DbConnection::Sqlite(conn))
         }
     }
+}
+
+/// Initialises OpenSSL before libpq does, without its exit handler: OpenSSL's `atexit`
+/// cleanup frees the library while pooled connections on other threads may still use it,
+/// which crashed one `hub reconcile` in ten at exit. Idempotent and cheap.
+fn init_openssl() {
+    openssl_sys::init();
 }
 
 impl r2d2::ManageConnection for ConnectionManager {

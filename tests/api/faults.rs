@@ -12,6 +12,7 @@ use crate::helpers::{
     answer, eventually, new_key, on_both_backends, spawn_hub_process, try_post_signed, wallet_body,
     Answer, Backend, Options, TestApp,
 };
+use crate::private_postgres::PrivatePostgres;
 
 on_both_backends!(
     a_flapping_operator_never_charges_twice,
@@ -275,115 +276,6 @@ async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
     );
 
     assert_reconciles(&app);
-}
-
-/// A Postgres cluster of the test's own, on an ephemeral port, that it may stop and start.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: std::path::PathBuf,
-}
-
-impl PrivatePostgres {
-    fn create() -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
-            .find(|bin| bin.join("pg_ctl").exists())
-            .expect("pg_ctl");
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Self { dir, port, bin };
-        if cluster.as_root() {
-            let chown = std::process::Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(cluster.dir.path())
-                .status();
-            assert!(chown.unwrap().success());
-        }
-        let data = cluster.data().display().to_string();
-        cluster.run(
-            "initdb",
-            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
-        );
-        cluster.start();
-        cluster
-    }
-
-    fn as_root(&self) -> bool {
-        std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-    }
-
-    fn data(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// A server binary's command, as the `postgres` user when the tests run as root.
-    fn command(&self, tool: &str) -> std::process::Command {
-        let program = self.bin.join(tool);
-        if self.as_root() {
-            let mut command = std::process::Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            std::process::Command::new(program)
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let output = self
-            .command(tool)
-            .args(args)
-            .output()
-            .expect("run a PostgreSQL tool");
-        assert!(
-            output.status.success(),
-            "{tool}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let (data, log) = (
-            self.data().display().to_string(),
-            self.dir.path().join("log").display().to_string(),
-        );
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.path().display()
-        );
-        self.run(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
-        );
-    }
-
-    fn stop(&self) {
-        let data = self.data().display().to_string();
-        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let data = self.data().display().to_string();
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D", &data, "-m", "immediate", "stop"])
-            .output();
-    }
 }
 
 async fn ready_status(app: &TestApp) -> u16 {
