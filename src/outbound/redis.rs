@@ -76,16 +76,23 @@ impl RedisLink {
         }
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
-        let recently_failed = self
-            .last_failure
+    fn recently_failed(&self) -> bool {
+        self.last_failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < REDIS_RETRY);
-        if recently_failed {
+            .is_some_and(|at| at.elapsed() < REDIS_RETRY)
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        if self.recently_failed() {
             return None;
         }
         let mut slot = self.connection.lock().await;
+        // Asked again: whoever held the slot may have just failed to connect, and every call
+        // queued behind it must not wait out a connect timeout of its own, one after another.
+        if self.recently_failed() {
+            return None;
+        }
         if slot.is_none() {
             // Boxed: the connecting future's type is deep enough to overflow the compiler's
             // auto-trait checks of every future that awaits it.
@@ -96,8 +103,9 @@ impl RedisLink {
             match connecting {
                 Ok(Ok(manager)) => *slot = Some(manager),
                 _ => {
-                    drop(slot);
+                    // Marked before the slot is let go, so the next in line sees the failure.
                     self.mark(false);
+                    drop(slot);
                     return None;
                 }
             }
@@ -124,5 +132,51 @@ impl RedisLink {
             (true, true) => tracing::info!("Redis is back: {} is shared again", self.user),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis that accepts connections and never answers: a blackholed or hung server.
+    async fn silent_redis() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        // Database 1, so that connecting sends SELECT and waits for an answer.
+        (format!("redis://127.0.0.1:{port}/1"), task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_waiting_on_a_failing_connect_do_not_each_try_again() {
+        let (url, server) = silent_redis().await;
+        let link = std::sync::Arc::new(
+            RedisLink::open(&url, "the test", IntGauge::new("up", "up").unwrap()).unwrap(),
+        );
+        let script = redis::Script::new("return 1");
+        let started = Instant::now();
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (link, script) = (link.clone(), script.clone());
+                tokio::spawn(async move { link.invoke::<i64>(&script.prepare_invoke()).await })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), None);
+        }
+        // One connect attempt times out; the calls queued behind it see that Redis just
+        // failed and use the in-process rules at once instead of trying one after another.
+        assert!(
+            started.elapsed() < REDIS_TIMEOUT * 3,
+            "8 concurrent calls took {:?}",
+            started.elapsed()
+        );
+        server.abort();
     }
 }
