@@ -32,6 +32,9 @@ use crate::outbound::redis::RedisLink;
 
 /// How much longer than this hub another replica might still accept a signature.
 pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(60);
+/// The longest a signature is remembered: far past any sensible tolerance, short enough
+/// for an `Instant` and a Redis expiry.
+const LONGEST_MEMORY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Signatures remembered in process. At the default tolerance an entry lives about 6 minutes:
 /// room for some 270 v1 requests a second on one hub before the oldest are forgotten early.
 pub const LOCAL_CAPACITY: usize = 100_000;
@@ -109,7 +112,9 @@ impl ReplayGuard {
     ) -> Result<(), SignatureError> {
         let signature = digest(&[signature]);
         let ours = binding_digest(binding);
-        let ttl = valid_for + CLOCK_SKEW_MARGIN;
+        // Capped so that neither `Instant + ttl` nor Redis's expiry can overflow, whatever
+        // SIGNATURE_TOLERANCE_SECONDS says.
+        let ttl = (valid_for + CLOCK_SKEW_MARGIN).min(LONGEST_MEMORY);
         let first = match self.shared_first_use(&signature, &ours, ttl).await {
             Some(shared_first) => shared_first,
             None => ours,
@@ -269,6 +274,18 @@ mod tests {
             Err(SignatureError::Replayed)
         );
         assert_eq!(guard.admit(b"sig-b", &CREDIT, minute).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_enormous_tolerance_does_not_panic() {
+        // SIGNATURE_TOLERANCE_SECONDS is any u64: a signature may stay valid for ~i64::MAX s.
+        let guard = guard();
+        let forever = Duration::from_secs(u64::try_from(i64::MAX).unwrap());
+        assert_eq!(guard.admit(b"sig-a", &DEBIT, forever).await, Ok(()));
+        assert_eq!(
+            guard.admit(b"sig-a", &CREDIT, forever).await,
+            Err(SignatureError::Replayed)
+        );
     }
 
     #[test]
