@@ -223,16 +223,53 @@ pub fn http_url(name: &str, text: &str) -> Result<String, ConfigError> {
     Ok(text.trim().to_owned())
 }
 
-/// Drops the password of a URL before it is shown anywhere.
+/// Drops the password of a URL before it is shown anywhere: the one in its userinfo, and the
+/// value of any query parameter that names a credential (`?password=`, which libpq takes,
+/// `token`, `secret`, `api_key`, ...).
 pub fn redact_url(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
+    let text = match (text.find("://"), text.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &text[scheme_end + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &text[..scheme_end + 3], &text[at..])
         }
         _ => text.to_owned(),
+    };
+    let Some((base, query)) = text.split_once('?') else {
+        return text;
+    };
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if names_a_credential(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut shown = format!("{base}?{}", query.join("&"));
+    if let Some(fragment) = fragment {
+        shown.push('#');
+        shown.push_str(fragment);
     }
+    shown
+}
+
+fn names_a_credential(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "sig",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -261,6 +298,26 @@ mod tests {
                 "WORKERS=2 (default)",
             ]
         );
+    }
+
+    #[test]
+    fn passwords_in_a_url_query_are_hidden_too() {
+        // libpq takes `?password=`, and tokens often ride in webhook or operator URLs.
+        let env = Env::from_pairs([(
+            "DB",
+            "postgres://db.internal/hub?user=hub&password=hunter2&sslmode=require",
+        )]);
+        assert!(env.url("DB", None).is_some());
+        let shown = env.effective().join("\n");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        for url in [
+            "https://rgs.example/hook?token=abc123secret",
+            "https://op.example/api?api_key=abc123secret&x=1",
+            "redis://cache:6379/0?password=abc123secret",
+        ] {
+            assert!(!redact_url(url).contains("abc123secret"), "{url}");
+        }
     }
 
     #[test]
