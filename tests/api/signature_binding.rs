@@ -444,3 +444,149 @@ async fn with_redis_unreachable_the_replay_guard_still_refuses_in_process() {
     .unwrap();
     assert!(fallbacks >= 1, "{fallbacks}");
 }
+
+/// Sends `head` (request line and headers, CRLF-separated, no blank line) and `body` over a
+/// fresh connection; the status code answered.
+async fn raw(address: &str, head: &[u8], body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut request = head.to_vec();
+    request.extend_from_slice(
+        format!(
+            "\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+fn code_of(answer: &str) -> String {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str::<Value>(body).map_or(String::new(), |v| {
+        v["code"].as_str().unwrap_or("").to_owned()
+    })
+}
+
+/// Paths spelled another way, duplicated and non-UTF-8 headers: each is refused or is the
+/// same request, never another request under a captured signature, and never a 500.
+#[tokio::test]
+async fn odd_spellings_of_paths_and_headers_never_stretch_a_signature() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let body = wallet_body("player-001", 100, "USD").to_string();
+    let timestamp = Utc::now().timestamp().to_string();
+    let key = new_key();
+    let v1 = sign(SECRET.as_bytes(), body.as_bytes(), &timestamp);
+    let v2_for = |path: &str, key: &[u8]| {
+        let binding = Binding {
+            method: "POST",
+            path,
+            idempotency_key: key,
+        };
+        sign_v2(SECRET.as_bytes(), &binding, &timestamp, body.as_bytes())
+    };
+    let head = |path: &str, extra: &str| {
+        format!("POST {path} HTTP/1.1\r\nX-Timestamp: {timestamp}{extra}").into_bytes()
+    };
+
+    // The first use of the v1 signature: a debit under `key`.
+    let (status, text) = raw(
+        &app.address,
+        &head(
+            "/wallet/debit",
+            &format!("\r\nIdempotency-Key: {key}\r\nX-Signature: {v1}"),
+        ),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+
+    // Another spelling of the path, a query string, a trailing slash: refused, 404, or the
+    // idempotent replay of the same debit.
+    let other_key = new_key();
+    for (path, key) in [
+        ("/wallet/%64ebit", key.as_str()),
+        ("/wallet/%63redit", other_key.as_str()),
+        ("/wallet/credit/", other_key.as_str()),
+        ("/wallet//credit", other_key.as_str()),
+        ("/wallet/credit?x=1", other_key.as_str()),
+        ("/wallet/debit?x=1", key.as_str()),
+    ] {
+        let (status, text) = raw(
+            &app.address,
+            &head(
+                path,
+                &format!("\r\nIdempotency-Key: {key}\r\nX-Signature: {v1}"),
+            ),
+            body.as_bytes(),
+        )
+        .await;
+        let code = code_of(&text);
+        assert!(
+            code == "SIGNATURE_REPLAYED"
+                || status == 404
+                || (status == 201
+                    && text
+                        .to_ascii_lowercase()
+                        .contains("idempotent-replayed: true")),
+            "{path}: {status} {text}"
+        );
+    }
+
+    // Two version headers: the first decides, and the signature must match it.
+    let v2 = v2_for("/wallet/credit", other_key.as_bytes());
+    for (versions, signature) in [
+        ("\r\nX-Signature-Version: 1\r\nX-Signature-Version: 2", &v2),
+        ("\r\nX-Signature-Version: 2\r\nX-Signature-Version: 1", &v1),
+    ] {
+        let (status, text) = raw(
+            &app.address,
+            &head(
+                "/wallet/credit",
+                &format!("\r\nIdempotency-Key: {other_key}{versions}\r\nX-Signature: {signature}"),
+            ),
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 401, "{versions:?}: {text}");
+    }
+
+    // A v2 signature over a non-UTF-8 Idempotency-Key verifies, and the key is then refused.
+    let latin1 = b"caf\xe9-key";
+    let signature = v2_for("/wallet/credit", latin1);
+    let mut request = head(
+        "/wallet/credit",
+        "\r\nX-Signature-Version: 2\r\nIdempotency-Key: ",
+    );
+    request.extend_from_slice(latin1);
+    request.extend_from_slice(format!("\r\nX-Signature: {signature}").as_bytes());
+    let (status, text) = raw(&app.address, &request, body.as_bytes()).await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(code_of(&text), "INVALID_IDEMPOTENCY_KEY", "{text}");
+
+    // Lower-case method: no route.
+    let (status, text) = raw(
+        &app.address,
+        &format!("post /wallet/credit HTTP/1.1\r\nX-Timestamp: {timestamp}\r\nIdempotency-Key: {other_key}\r\nX-Signature: {v1}").into_bytes(),
+        body.as_bytes(),
+    )
+    .await;
+    assert!(
+        status == 405 || status == 404 || status == 400,
+        "{status} {text}"
+    );
+
+    assert_eq!(app.operator.total_charges(), 1, "only the one debit");
+    assert!(app.transaction_for_key(&other_key).await.is_none());
+}
