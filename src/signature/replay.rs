@@ -17,6 +17,9 @@
 //! memory alone decides while Redis is unreachable: a replay across replicas is then caught
 //! only where the signature was seen, which is logged, counted
 //! (`hub_signature_guard_events_total{event="redis_fallback"}`) and never fails a request.
+//! What a hub saw meanwhile is what it offers Redis as the first use when that signature
+//! comes to it again, so a request it refuses never becomes the first use Redis tells the
+//! other replicas.
 //! Version 2 binds the request in the signature itself and needs none of this.
 
 use std::collections::{HashMap, VecDeque};
@@ -115,9 +118,13 @@ impl ReplayGuard {
         // Capped so that neither `Instant + ttl` nor Redis's expiry can overflow, whatever
         // SIGNATURE_TOLERANCE_SECONDS says.
         let ttl = (valid_for + CLOCK_SKEW_MARGIN).min(LONGEST_MEMORY);
-        let first = match self.shared_first_use(&signature, &ours, ttl).await {
+        // What this replica already knows came first (seen while Redis was away, say) is
+        // what it offers Redis, not this request: a refused request must never become the
+        // first use Redis tells the other replicas.
+        let candidate = self.known_first(&signature).unwrap_or(ours);
+        let first = match self.shared_first_use(&signature, &candidate, ttl).await {
             Some(shared_first) => shared_first,
-            None => ours,
+            None => candidate,
         };
         // Remember what Redis says came first (or ours), so that an outage later still knows.
         let local_first = self.remember(signature, first, ttl);
@@ -131,6 +138,12 @@ impl ReplayGuard {
             "a v1 signature was used again for another request: refused"
         );
         Err(SignatureError::Replayed)
+    }
+
+    /// The binding this hub remembers `signature` was first used with, if any.
+    fn known_first(&self, signature: &Digest32) -> Option<Digest32> {
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        local.known(signature, Instant::now())
     }
 
     fn remember(&self, signature: Digest32, binding: Digest32, ttl: Duration) -> Digest32 {
@@ -195,6 +208,14 @@ impl LocalMemory {
         }
     }
 
+    /// The binding `signature` was first used with, while that is remembered.
+    fn known(&self, signature: &Digest32, now: Instant) -> Option<Digest32> {
+        self.first
+            .get(signature)
+            .filter(|(_, until)| *until > now)
+            .map(|(first, _)| *first)
+    }
+
     /// The binding `signature` was first used with, recording `binding` if it is new; and
     /// whether an entry was forgotten early to make room.
     fn first_use(
@@ -207,10 +228,8 @@ impl LocalMemory {
         while self.order.front().is_some_and(|(_, until)| *until <= now) {
             self.pop_oldest(now);
         }
-        if let Some((first, until)) = self.first.get(&signature) {
-            if *until > now {
-                return (*first, false);
-            }
+        if let Some(first) = self.known(&signature, now) {
+            return (first, false);
         }
         let mut evicted = false;
         while self.first.len() >= self.capacity && !self.order.is_empty() {
@@ -285,6 +304,42 @@ mod tests {
         assert_eq!(
             guard.admit(b"sig-a", &CREDIT, forever).await,
             Err(SignatureError::Replayed)
+        );
+    }
+
+    /// Two replicas' guards on the Redis of `TEST_REDIS_URL`, under a prefix of their own.
+    fn replicas() -> Option<(ReplayGuard, ReplayGuard)> {
+        let url = std::env::var("TEST_REDIS_URL").ok()?;
+        let prefix = format!("test:{}:", uuid::Uuid::new_v4());
+        let guard = || ReplayGuard::new(Some(&url), &prefix, Arc::new(Metrics::new())).unwrap();
+        Some((guard(), guard()))
+    }
+
+    #[tokio::test]
+    async fn what_one_replica_saw_while_redis_was_down_reaches_redis_when_it_is_back() {
+        let Some((a, b)) = replicas() else {
+            eprintln!("TEST_REDIS_URL unset: skipped");
+            return;
+        };
+        let minute = Duration::from_secs(60);
+        // During an outage, replica A let the debit through and remembered it only itself.
+        let signature = digest(&[b"sig-a"]);
+        a.remember(signature, binding_digest(&DEBIT), minute);
+        // Redis is back. The same signature sent to A for a credit is refused...
+        assert_eq!(
+            a.admit(b"sig-a", &CREDIT, minute).await,
+            Err(SignatureError::Replayed)
+        );
+        // ...and must not have become the first use that Redis tells every other replica.
+        assert_eq!(
+            b.admit(b"sig-a", &CREDIT, minute).await,
+            Err(SignatureError::Replayed),
+            "another replica lets the refused credit through"
+        );
+        assert_eq!(
+            b.admit(b"sig-a", &DEBIT, minute).await,
+            Ok(()),
+            "the client's retry of its debit is refused elsewhere"
         );
     }
 
