@@ -133,6 +133,12 @@ impl Config {
                 self.recovery.debit_resume_window.as_secs()
             )));
         }
+        if self.metrics_token.is_some() && self.metrics_token == self.admin_token {
+            return Err(ConfigError(
+                "METRICS_TOKEN must differ from ADMIN_TOKEN: the scraper's token would open the admin API"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -440,6 +446,21 @@ mod tests {
                 "{line} missing from {shown}"
             );
         }
+    }
+
+    #[test]
+    fn the_metrics_token_cannot_open_the_admin_api() {
+        let token = "one-token-for-everything-0123";
+        let error =
+            config(&[SECRET, ("ADMIN_TOKEN", token), ("METRICS_TOKEN", token)]).unwrap_err();
+        assert!(
+            error
+                .0
+                .starts_with("METRICS_TOKEN must differ from ADMIN_TOKEN"),
+            "{error}"
+        );
+        let other = "another-token-for-metrics-01";
+        assert!(config(&[SECRET, ("ADMIN_TOKEN", token), ("METRICS_TOKEN", other)]).is_ok());
     }
 
     #[test]

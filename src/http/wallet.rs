@@ -33,7 +33,7 @@ pub async fn rollback(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = signed_body(&request, payload, &state).await?;
+    let body = signed_body(&request, payload, &state, KeyUse::Idempotency).await?;
     let command = RollbackCommand {
         key: idempotency_key(&request)?,
         request: RollbackRequest::parse(&body)?,
@@ -49,10 +49,20 @@ pub async fn balance(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = signed_body(&request, payload, &state).await?;
+    let body = signed_body(&request, payload, &state, KeyUse::Ignored).await?;
     let balance_request = BalanceRequest::parse(&body, &state.currencies)?;
     let balance = state.wallet.balance(balance_request).await?;
     Ok(HttpResponse::Ok().json(balance))
+}
+
+/// What an endpoint does with the `Idempotency-Key` header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    /// It names the operation: a v1 signature used under another key is a replay.
+    Idempotency,
+    /// It is not read (`/wallet/balance`): the same signed read under another key is the
+    /// same read, not a replay.
+    Ignored,
 }
 
 /// The body, read within the limit, once its signature and timestamp check out (and, for a
@@ -61,6 +71,7 @@ async fn signed_body(
     request: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    key_use: KeyUse,
 ) -> Result<web::Bytes, ApiError> {
     let body = body::read_limited(request, payload, state.body_limit).await?;
     let binding = Binding {
@@ -91,9 +102,16 @@ async fn signed_body(
         .with_label_values(&[version])
         .inc();
     if verified.version == Version::V1 {
+        let use_of_signature = match key_use {
+            KeyUse::Idempotency => binding,
+            KeyUse::Ignored => Binding {
+                idempotency_key: &[],
+                ..binding
+            },
+        };
         state
             .replay_guard
-            .admit(&verified.signature, &binding, verified.valid_for)
+            .admit(&verified.signature, &use_of_signature, verified.valid_for)
             .await?;
     }
     Ok(body)
@@ -122,7 +140,7 @@ async fn handle(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let body = signed_body(&request, payload, state).await?;
+    let body = signed_body(&request, payload, state, KeyUse::Idempotency).await?;
     let key = idempotency_key(&request)?;
     let wallet_request = WalletRequest::parse(&body, &state.currencies)?;
     let command = WalletCommand {

@@ -19,6 +19,7 @@ on_both_backends!(
 );
 
 /// One request, headers as given.
+#[derive(Clone)]
 struct Call<'a> {
     path: &'a str,
     key: Option<&'a str>,
@@ -286,6 +287,16 @@ async fn an_identical_v1_retry_still_gets_the_idempotent_replay(backend: Backend
     );
     for _ in 0..2 {
         let balance = read.send(&app.client, &app.address).await;
+        assert_eq!(balance.status, 200, "{}", balance.text);
+    }
+    // Balance reads no Idempotency-Key, so a client that adds a fresh one to every request
+    // is still reading the same balance.
+    for fresh in [new_key(), new_key()] {
+        let with_a_key = Call {
+            key: Some(&fresh),
+            ..read.clone()
+        };
+        let balance = with_a_key.send(&app.client, &app.address).await;
         assert_eq!(balance.status, 200, "{}", balance.text);
     }
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use hub::store::DatabaseUrl;
 use hub::startup::Application;
 use hub::store::postgres_tls::LISTENER_APPLICATION_NAME;
+use hub::store::DatabaseUrl;
 
 use crate::certs::TestCa;
 use crate::helpers::{config_for, eventually, Backend, Options, TestApp};
