@@ -389,14 +389,14 @@ mod tests {
             cert_path.display().to_string(),
             key_path.display().to_string(),
         );
-        let mut pairs = vec![SECRET];
-        for peer in ["OPERATOR", "WEBHOOK"] {
+        let mut pairs = vec![SECRET, ("REDIS_URL", "rediss://cache:6380")];
+        for peer in ["OPERATOR", "WEBHOOK", "REDIS"] {
             pairs.push((leak(format!("{peer}_CA_FILE")), cert_path.as_str()));
             pairs.push((leak(format!("{peer}_CLIENT_CERT")), cert_path.as_str()));
             pairs.push((leak(format!("{peer}_CLIENT_KEY")), key_path.as_str()));
         }
         let shown = format!("{:#?}", config(&pairs).unwrap());
-        assert_eq!(shown.matches(key_path.as_str()).count(), 2, "{shown}");
+        assert_eq!(shown.matches(key_path.as_str()).count(), 3, "{shown}");
         let key_body = key.serialize_pem().lines().nth(1).unwrap().to_owned();
         assert!(!shown.contains(&key_body), "{shown}");
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");

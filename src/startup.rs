@@ -37,6 +37,12 @@ pub enum StartupError {
     PostgresTls(#[from] PostgresTlsError),
     #[error("REDIS_URL is not usable: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("REDIS_URL {url}: the TLS handshake failed (check REDIS_CA_FILE, REDIS_CLIENT_CERT and REDIS_CLIENT_KEY): {source}")]
+    RedisTls {
+        /// Without its password.
+        url: String,
+        source: redis::RedisError,
+    },
 }
 
 /// The hub, bound and ready to run.
@@ -75,9 +81,22 @@ impl Application {
         let governor = Governor::new(
             config.operator.requests_per_minute,
             config.operator.redis_url.as_deref(),
+            &config.operator.redis_tls,
             &config.operator.redis_key_prefix,
             metrics.clone(),
         )?;
+        governor
+            .check_tls()
+            .await
+            .map_err(|source| StartupError::RedisTls {
+                url: config
+                    .operator
+                    .redis_url
+                    .as_deref()
+                    .map(crate::settings::redact_url)
+                    .unwrap_or_default(),
+                source,
+            })?;
         let operator = OperatorClient::new(&config.operator, metrics.clone(), governor.clone())?;
         let breaker = CircuitBreaker::new(config.operator.breaker.clone());
         let wallet_parts = WalletParts {
@@ -97,6 +116,7 @@ impl Application {
                 .accepting_v1(config.signatures.accept_v1),
             replay_guard: ReplayGuard::new(
                 config.operator.redis_url.as_deref(),
+                &config.operator.redis_tls,
                 &config.operator.redis_key_prefix,
                 metrics.clone(),
             )?,

@@ -17,6 +17,7 @@ use redis::Script;
 
 use crate::metrics::Metrics;
 use crate::outbound::redis::RedisLink;
+use crate::outbound::tls::PeerTls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -75,15 +76,18 @@ pub struct Governor {
 }
 
 impl Governor {
-    /// `requests_per_minute` 0 means no limit. `redis_url` `None` keeps everything in process.
+    /// `requests_per_minute` 0 means no limit. `redis_url` `None` keeps everything in process;
+    /// `tls` applies to a `rediss://` URL.
     pub fn new(
         requests_per_minute: u32,
         redis_url: Option<&str>,
+        tls: &PeerTls,
         key_prefix: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let link = RedisLink::optional(
             redis_url,
+            tls,
             "the operator governor",
             metrics.governor_redis_up.clone(),
         )?;
@@ -102,10 +106,20 @@ impl Governor {
         }))
     }
 
+    /// At start: whether a `rediss://` Redis refuses the TLS handshake (see
+    /// [`RedisLink::check_tls`]).
+    pub async fn check_tls(&self) -> Result<(), redis::RedisError> {
+        match &self.shared {
+            Some(shared) => shared.link.check_tls().await,
+            None => Ok(()),
+        }
+    }
+
     /// A governor that never holds a call back, for clients whose calls it does not pace
     /// (the transaction listing of `hub reconcile`).
     pub fn unpaced(metrics: Arc<Metrics>) -> Arc<Self> {
-        Self::new(0, None, "", metrics).expect("without a Redis URL there is nothing to fail")
+        Self::new(0, None, &PeerTls::default(), "", metrics)
+            .expect("without a Redis URL there is nothing to fail")
     }
 
     /// Whether calls can be made to wait: a rate limit, or replicas that may pause each other.
@@ -205,7 +219,14 @@ mod tests {
     use super::*;
 
     fn governor(per_minute: u32) -> Arc<Governor> {
-        Governor::new(per_minute, None, "test:", Arc::new(Metrics::new())).unwrap()
+        Governor::new(
+            per_minute,
+            None,
+            &PeerTls::default(),
+            "test:",
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
     }
 
     #[test]

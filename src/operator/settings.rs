@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::BreakerConfig;
-use crate::outbound::tls::PeerTls;
+use crate::outbound::tls::{redis_tls, PeerTls};
 use crate::settings::{http_url, positive, redact_url, ConfigError, Env};
 
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct OperatorConfig {
     pub redis_key_prefix: String,
     /// `OPERATOR_CA_FILE`, `OPERATOR_CLIENT_CERT`, `OPERATOR_CLIENT_KEY`.
     pub tls: PeerTls,
+    /// `REDIS_CA_FILE`, `REDIS_CLIENT_CERT`, `REDIS_CLIENT_KEY` (with `rediss://` only).
+    pub redis_tls: PeerTls,
 }
 
 impl std::fmt::Debug for OperatorConfig {
@@ -41,6 +43,7 @@ impl std::fmt::Debug for OperatorConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("tls", &self.tls)
+            .field("redis_tls", &self.redis_tls)
             .finish()
     }
 }
@@ -50,6 +53,7 @@ impl OperatorConfig {
         let base_url = env
             .url("OPERATOR_BASE_URL", Some("http://127.0.0.1:3001"))
             .unwrap_or_default();
+        let redis_url = redis_url(env.url("REDIS_URL", None))?;
         Ok(OperatorConfig {
             base_url: http_url("OPERATOR_BASE_URL", base_url.trim().trim_end_matches('/'))?,
             retry: RetryConfig::from_env(env)?,
@@ -59,7 +63,8 @@ impl OperatorConfig {
                 0,
                 "a whole number of calls per minute",
             )?,
-            redis_url: redis_url(env.url("REDIS_URL", None))?,
+            redis_tls: redis_tls(env, redis_url.as_deref())?,
+            redis_url,
             redis_key_prefix: env.text("REDIS_KEY_PREFIX", "hub:").to_owned(),
             tls: PeerTls::from_env(env, "OPERATOR")?,
         })

@@ -13,10 +13,14 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::tls::PeerTls;
+
 /// How long one Redis round trip may take before the in-process rules are used instead.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long to leave Redis alone after it failed.
 pub const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// How long the start-time check of a `rediss://` URL waits for Redis.
+const TLS_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct RedisLink {
     client: redis::Client,
@@ -29,9 +33,19 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    /// Parses `url` (no connection yet: the first call connects); `up` is set to 1.
-    pub fn open(url: &str, user: &'static str, up: IntGauge) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    /// Parses `url` (no connection yet: the first call connects); `up` is set to 1. `tls`
+    /// applies to a `rediss://` URL: its CA instead of the system's, its client certificate.
+    pub fn open(
+        url: &str,
+        tls: &PeerTls,
+        user: &'static str,
+        up: IntGauge,
+    ) -> Result<Self, redis::RedisError> {
+        let client = if tls.is_set() {
+            redis::Client::build_with_tls(url, tls.redis_certificates())?
+        } else {
+            redis::Client::open(url)?
+        };
         up.set(1);
         Ok(Self {
             client,
@@ -46,15 +60,45 @@ impl RedisLink {
     /// A link when `url` is set; without one the gauge says 0 (in process) for good.
     pub fn optional(
         url: Option<&str>,
+        tls: &PeerTls,
         user: &'static str,
         up: IntGauge,
     ) -> Result<Option<Self>, redis::RedisError> {
         match url {
-            Some(url) => Self::open(url, user, up).map(Some),
+            Some(url) => Self::open(url, tls, user, up).map(Some),
             None => {
                 up.set(0);
                 Ok(None)
             }
+        }
+    }
+
+    /// At start, with `rediss://`: a TLS handshake that fails (a certificate the configured
+    /// CA did not sign, a client certificate refused) is a misconfiguration, reported now.
+    /// Redis that does not answer at all is an outage, ridden out in process as always.
+    pub async fn check_tls(&self) -> Result<(), redis::RedisError> {
+        if !matches!(
+            self.client.get_connection_info().addr,
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            return Ok(());
+        }
+        let ping = async {
+            let mut connection = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(TLS_CHECK_TIMEOUT, ping).await {
+            Ok(Err(error))
+                if error.is_io_error()
+                    && !(error.is_connection_refusal()
+                        || error.is_timeout()
+                        || error.is_connection_dropped()) =>
+            {
+                Err(error)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -157,7 +201,13 @@ mod tests {
     async fn calls_waiting_on_a_failing_connect_do_not_each_try_again() {
         let (url, server) = silent_redis().await;
         let link = std::sync::Arc::new(
-            RedisLink::open(&url, "the test", IntGauge::new("up", "up").unwrap()).unwrap(),
+            RedisLink::open(
+                &url,
+                &PeerTls::default(),
+                "the test",
+                IntGauge::new("up", "up").unwrap(),
+            )
+            .unwrap(),
         );
         let script = redis::Script::new("return 1");
         let started = Instant::now();

@@ -1,4 +1,4 @@
-//! TLS towards one outside peer (the operator, the RGS): which certificate authority
+//! TLS towards one outside peer (the operator, the RGS, Redis): which certificate authority
 //! to trust and which client certificate to present, from `<PEER>_CA_FILE`,
 //! `<PEER>_CLIENT_CERT` and `<PEER>_CLIENT_KEY`.
 //!
@@ -94,6 +94,18 @@ impl PeerTls {
         self.ca.is_some() || self.client.is_some()
     }
 
+    /// This peer's CA and client certificate as the redis crate takes them; its CA replaces
+    /// the system's roots there too.
+    pub fn redis_certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self.client.as_ref().map(|client| redis::ClientTlsConfig {
+                client_cert: client.cert.pem.clone(),
+                client_key: client.key.pem.clone(),
+            }),
+            root_cert: self.ca.as_ref().map(|ca| ca.pem.clone()),
+        }
+    }
+
     /// `builder` with this peer's trust and client certificate.
     pub fn apply(&self, mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         if !self.ca_certs.is_empty() {
@@ -107,6 +119,19 @@ impl PeerTls {
             None => builder,
         }
     }
+}
+
+/// `REDIS_CA_FILE`, `REDIS_CLIENT_CERT` and `REDIS_CLIENT_KEY`, which need a `rediss://`
+/// `REDIS_URL`: set with a plain one they would silently protect nothing.
+pub fn redis_tls(env: &Env, redis_url: Option<&str>) -> Result<PeerTls, ConfigError> {
+    let tls = PeerTls::from_env(env, "REDIS")?;
+    if tls.is_set() && !redis_url.is_some_and(|url| url.starts_with("rediss://")) {
+        return Err(ConfigError(
+            "REDIS_CA_FILE, REDIS_CLIENT_CERT and REDIS_CLIENT_KEY need a rediss:// REDIS_URL"
+                .into(),
+        ));
+    }
+    Ok(tls)
 }
 
 fn read(var: &str, path: &str) -> Result<PemFile, ConfigError> {
@@ -269,5 +294,19 @@ mod tests {
         let key_body = key_pem.lines().nth(1).unwrap();
         assert!(!shown.contains(key_body), "{shown}");
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    }
+
+    #[test]
+    fn redis_tls_settings_need_a_rediss_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _, _) = write_pair(dir.path(), "ca");
+        let env = Env::from_pairs([("REDIS_CA_FILE", cert.as_str())]);
+        for url in [None, Some("redis://cache:6379")] {
+            let error = redis_tls(&env, url).unwrap_err().to_string();
+            assert!(error.contains("need a rediss:// REDIS_URL"), "{error}");
+        }
+        assert!(redis_tls(&env, Some("rediss://cache:6380"))
+            .unwrap()
+            .is_set());
     }
 }

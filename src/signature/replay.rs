@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use super::{Binding, SignatureError};
 use crate::metrics::Metrics;
 use crate::outbound::redis::RedisLink;
+use crate::outbound::tls::PeerTls;
 
 /// How much longer than this hub another replica might still accept a signature.
 pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(60);
@@ -81,14 +82,17 @@ pub struct ReplayGuard {
 }
 
 impl ReplayGuard {
-    /// `redis_url` `None` keeps the memory in process; `key_prefix` as for the governor.
+    /// `redis_url` `None` keeps the memory in process; `tls` and `key_prefix` as for the
+    /// governor.
     pub fn new(
         redis_url: Option<&str>,
+        tls: &PeerTls,
         key_prefix: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Self, redis::RedisError> {
         let link = RedisLink::optional(
             redis_url,
+            tls,
             "the signature replay guard",
             metrics.signature_guard_redis_up.clone(),
         )?;
@@ -271,7 +275,7 @@ mod tests {
     };
 
     fn guard() -> ReplayGuard {
-        ReplayGuard::new(None, "test:", Arc::new(Metrics::new())).unwrap()
+        ReplayGuard::new(None, &PeerTls::default(), "test:", Arc::new(Metrics::new())).unwrap()
     }
 
     #[tokio::test]
@@ -311,7 +315,15 @@ mod tests {
     fn replicas() -> Option<(ReplayGuard, ReplayGuard)> {
         let url = std::env::var("TEST_REDIS_URL").ok()?;
         let prefix = format!("test:{}:", uuid::Uuid::new_v4());
-        let guard = || ReplayGuard::new(Some(&url), &prefix, Arc::new(Metrics::new())).unwrap();
+        let guard = || {
+            ReplayGuard::new(
+                Some(&url),
+                &PeerTls::default(),
+                &prefix,
+                Arc::new(Metrics::new()),
+            )
+            .unwrap()
+        };
         Some((guard(), guard()))
     }
 

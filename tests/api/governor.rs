@@ -4,38 +4,71 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::certs::{Issued, TestCa};
 use crate::helpers::{answer, eventually, new_key, wallet_body, Backend, Options, TestApp};
 
+pub fn ephemeral_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A private Redis on a fixed ephemeral port, so that it can be stopped and started again.
-struct PrivateRedis {
+pub struct PrivateRedis {
     port: u16,
     server: Option<Child>,
+    tls: bool,
 }
 
 impl PrivateRedis {
     fn start(port: u16) -> Self {
-        let server = Command::new("redis-server")
-            .args([
+        Self::start_with(port, &["--port", &port.to_string()], false)
+    }
+
+    /// TLS only (`--port 0`) on a fresh ephemeral port, presenting `server`; with
+    /// `require_client_cert`, only clients holding a certificate of `ca` are let in.
+    pub fn start_tls(server: &Issued, ca: &TestCa, require_client_cert: bool) -> Self {
+        let port = ephemeral_port();
+        let path = |p: &std::path::Path| p.display().to_string();
+        Self::start_with(
+            port,
+            &[
                 "--port",
+                "0",
+                "--tls-port",
                 &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+                "--tls-cert-file",
+                &path(&server.cert_file),
+                "--tls-key-file",
+                &path(&server.key_file),
+                "--tls-ca-cert-file",
+                &path(&ca.ca_file()),
+                "--tls-auth-clients",
+                if require_client_cert { "yes" } else { "no" },
+            ],
+            true,
+        )
+    }
+
+    fn start_with(port: u16, listen: &[&str], tls: bool) -> Self {
+        let server = Command::new("redis-server")
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (the replica tests need it)");
         Self {
             port,
             server: Some(server),
+            tls,
         }
     }
 
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn stop(&mut self) {
@@ -52,7 +85,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn redis_answers(url: &str) -> bool {
+pub async fn redis_answers(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };
@@ -70,7 +103,7 @@ async fn redis_answers(url: &str) -> bool {
         .is_ok()
 }
 
-async fn redis_up_gauge(app: &TestApp) -> Option<f64> {
+pub async fn redis_up_gauge(app: &TestApp) -> Option<f64> {
     app.metrics_text()
         .await?
         .lines()
@@ -99,11 +132,7 @@ async fn debit_ok(app: &TestApp) -> bool {
     ignore = "set TEST_REDIS_URL to run the Redis tests (they start their own redis-server)"
 )]
 async fn requests_keep_succeeding_while_redis_is_down_and_share_again_when_it_returns() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ephemeral_port();
     let mut redis = PrivateRedis::start(port);
     eventually("the private Redis", Duration::from_secs(10), || async {
         redis_answers(&redis.url()).await.then_some(())

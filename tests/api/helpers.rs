@@ -88,6 +88,8 @@ pub struct Options {
     /// The CA and client certificate of the operator's and the RGS's HTTPS.
     pub operator_tls: PeerTls,
     pub webhook_tls: PeerTls,
+    /// The CA and client certificate of a `rediss://` `redis_url`.
+    pub redis_tls: PeerTls,
 }
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -131,6 +133,7 @@ impl Default for Options {
             rgs_url: None,
             operator_tls: PeerTls::default(),
             webhook_tls: PeerTls::default(),
+            redis_tls: PeerTls::default(),
         }
     }
 }
@@ -210,6 +213,7 @@ pub fn config_for(
         redis_url: options.redis_url.clone(),
         redis_key_prefix: format!("hub-test-{}:", Uuid::new_v4().simple()),
         tls: options.operator_tls.clone(),
+        redis_tls: options.redis_tls.clone(),
     };
     config.body_limit_bytes = options.body_limit_bytes;
     config.workers = 2;

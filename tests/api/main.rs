@@ -29,5 +29,6 @@ mod runbook;
 mod signature_binding;
 mod tls_outbound;
 mod tls_postgres;
+mod tls_redis;
 mod wallet_contract;
 mod webhooks;
