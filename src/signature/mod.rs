@@ -256,38 +256,26 @@ mod tests {
         Verifier::new(vec![NEW.to_vec(), OLD.to_vec()], Duration::from_secs(300))
     }
 
-    /// A v1 request (no `X-Signature-Version`) to `/wallet/debit`.
-    trait VerifyV1 {
-        fn verify(
-            &self,
-            body: &[u8],
-            timestamp: Option<&str>,
-            signature: Option<&str>,
-            now_unix: i64,
-        ) -> Result<(), SignatureError>;
-    }
-
-    impl VerifyV1 for Verifier {
-        fn verify(
-            &self,
-            body: &[u8],
-            timestamp: Option<&str>,
-            signature: Option<&str>,
-            now_unix: i64,
-        ) -> Result<(), SignatureError> {
-            let request = SignedRequest {
-                version: None,
-                binding: Binding {
-                    method: "POST",
-                    path: "/wallet/debit",
-                    idempotency_key: b"key-1",
-                },
-                body,
-                timestamp,
-                signature,
-            };
-            self.verify_request(&request, now_unix).map(|_| ())
-        }
+    /// Verifies a v1 request (no `X-Signature-Version`) to `/wallet/debit`.
+    fn verify_v1(
+        verifier: &Verifier,
+        body: &[u8],
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        now_unix: i64,
+    ) -> Result<(), SignatureError> {
+        let request = SignedRequest {
+            version: None,
+            binding: Binding {
+                method: "POST",
+                path: "/wallet/debit",
+                idempotency_key: b"key-1",
+            },
+            body,
+            timestamp,
+            signature,
+        };
+        verifier.verify_request(&request, now_unix).map(|_| ())
     }
 
     #[test]
@@ -305,7 +293,7 @@ mod tests {
         for secret in [OLD, NEW] {
             let signature = sign(secret, body, "1000");
             assert_eq!(
-                verifier().verify(body, Some("1000"), Some(&signature), 1000),
+                verify_v1(&verifier(), body, Some("1000"), Some(&signature), 1000),
                 Ok(())
             );
         }
@@ -317,41 +305,44 @@ mod tests {
         let signature = sign(NEW, body, "1000");
         let v = verifier();
         assert_eq!(
-            v.verify(br#"{"a":2}"#, Some("1000"), Some(&signature), 1000),
+            verify_v1(&v, br#"{"a":2}"#, Some("1000"), Some(&signature), 1000),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            v.verify(body, Some("1001"), Some(&signature), 1000),
+            verify_v1(&v, body, Some("1001"), Some(&signature), 1000),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            v.verify(body, Some("1000"), Some("zz"), 1000),
+            verify_v1(&v, body, Some("1000"), Some("zz"), 1000),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            v.verify(body, Some("1000"), Some(&signature), 1301),
+            verify_v1(&v, body, Some("1000"), Some(&signature), 1301),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            v.verify(body, Some("1000"), Some(&signature), 699),
+            verify_v1(&v, body, Some("1000"), Some(&signature), 699),
             Err(SignatureError::Stale)
         );
-        assert_eq!(v.verify(body, Some("1000"), Some(&signature), 1300), Ok(()));
         assert_eq!(
-            v.verify(body, None, Some(&signature), 1000),
+            verify_v1(&v, body, Some("1000"), Some(&signature), 1300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_v1(&v, body, None, Some(&signature), 1000),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            v.verify(body, Some("1000"), None, 1000),
+            verify_v1(&v, body, Some("1000"), None, 1000),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            v.verify(body, Some("-5"), Some(&signature), 1000),
+            verify_v1(&v, body, Some("-5"), Some(&signature), 1000),
             Err(SignatureError::MalformedTimestamp)
         );
         let foreign = sign(b"someone-else-entirely-0123456789ab", body, "1000");
         assert_eq!(
-            v.verify(body, Some("1000"), Some(&foreign), 1000),
+            verify_v1(&v, body, Some("1000"), Some(&foreign), 1000),
             Err(SignatureError::Mismatch)
         );
     }
