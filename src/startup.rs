@@ -35,6 +35,8 @@ pub enum StartupError {
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
     PostgresTls(#[from] PostgresTlsError),
+    #[error("{0}")]
+    PeerCertificate(String),
     #[error("REDIS_URL is not usable: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("REDIS_URL {url}: the TLS handshake failed (check REDIS_CA_FILE, REDIS_CLIENT_CERT and REDIS_CLIENT_KEY): {source}")]
@@ -98,6 +100,22 @@ impl Application {
                 source,
             })?;
         let operator = OperatorClient::new(&config.operator, metrics.clone(), governor.clone())?;
+        operator
+            .check_certificate()
+            .await
+            .map_err(StartupError::PeerCertificate)?;
+        let drainer = Drainer::new(
+            store.clone(),
+            &config.webhooks,
+            outbox_wake.clone(),
+            metrics.clone(),
+        )?;
+        if config.webhooks.drain {
+            drainer
+                .check_certificate()
+                .await
+                .map_err(StartupError::PeerCertificate)?;
+        }
         let breaker = CircuitBreaker::new(config.operator.breaker.clone());
         let wallet_parts = WalletParts {
             breaker: breaker.clone(),
@@ -140,12 +158,7 @@ impl Application {
             addr,
             server,
             metrics: metrics_server,
-            drainer: Drainer::new(
-                store.clone(),
-                &config.webhooks,
-                outbox_wake.clone(),
-                metrics,
-            )?,
+            drainer,
             store,
             outbox_wake,
             listen_target,

@@ -91,6 +91,12 @@ impl OperatorClient {
         })
     }
 
+    /// At start: whether an `https://` operator presents a certificate `OPERATOR_CA_FILE`
+    /// (or the public roots) refuses.
+    pub async fn check_certificate(&self) -> Result<(), String> {
+        outbound::tls::check_peer_certificate(&self.http, &self.base_url, "OPERATOR_CA_FILE").await
+    }
+
     /// Sends `call` until the operator decides or `budget` (at most the configured deadline)
     /// passes, each attempt in a slot of the governor (`first_slot_taken`: the caller already
     /// waited for the first one).

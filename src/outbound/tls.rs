@@ -121,6 +121,48 @@ impl PeerTls {
     }
 }
 
+/// How long the start-time look at an `https://` peer's certificate may take.
+const CERTIFICATE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// At start, for an `https://` peer: a server certificate that `client`'s trust refuses (a
+/// CA file that did not sign it) is a misconfiguration, reported now with `ca_var` named. A
+/// peer that cannot be reached, or that turns us away after the handshake (a client
+/// certificate it does not accept), is an outage like any other and is ridden out by the
+/// callers as always, so the hub still starts while its operator is down.
+pub async fn check_peer_certificate(
+    client: &reqwest::Client,
+    url: &str,
+    ca_var: &str,
+) -> Result<(), String> {
+    if !url.starts_with("https://") {
+        return Ok(());
+    }
+    let Err(error) = client
+        .head(url)
+        .timeout(CERTIFICATE_CHECK_TIMEOUT)
+        .send()
+        .await
+    else {
+        return Ok(());
+    };
+    let mut reasons = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        reasons.push(cause.to_string());
+        source = cause.source();
+    }
+    match reasons
+        .iter()
+        .find(|reason| reason.starts_with("invalid peer certificate"))
+    {
+        Some(reason) => Err(format!(
+            "{ca_var}: {} presents a certificate the hub does not trust ({reason})",
+            crate::settings::redact_url(url)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `REDIS_CA_FILE`, `REDIS_CLIENT_CERT` and `REDIS_CLIENT_KEY`, which need a `rediss://`
 /// `REDIS_URL`: set with a plain one they would silently protect nothing.
 pub fn redis_tls(env: &Env, redis_url: Option<&str>) -> Result<PeerTls, ConfigError> {

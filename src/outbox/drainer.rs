@@ -79,6 +79,12 @@ impl Drainer {
         })
     }
 
+    /// At start: whether an `https://` RGS presents a certificate `WEBHOOK_CA_FILE` (or the
+    /// public roots) refuses.
+    pub async fn check_certificate(&self) -> Result<(), String> {
+        outbound::tls::check_peer_certificate(&self.http, &self.url, "WEBHOOK_CA_FILE").await
+    }
+
     /// Identifies this drainer in the attempts it records, and starts each of its claims'
     /// `locked_by`.
     pub fn worker(&self) -> &str {

@@ -1,24 +1,22 @@
 //! The operator and the RGS over HTTPS with a private CA and mutual TLS: the real mock
 //! operator and mock RGS behind a TLS front that requires a client certificate. A refused
 //! handshake is a transport failure like any other: the debit stays PENDING (502), never
-//! REJECTED, and a webhook is retried, never marked delivered.
+//! REJECTED, and a webhook is retried, never marked delivered. A peer certificate the
+//! configured CA did not sign is a misconfiguration: the hub refuses to start, in one line.
 
 use std::time::Duration;
 
 use hub::outbound::tls::PeerTls;
+use hub::startup::Application;
 
 use crate::certs::{tls_settings, TestCa};
-use crate::helpers::{
-    answer, eventually, new_key, on_both_backends, wallet_body, Backend, Options, TestApp,
-};
+use crate::helpers::{answer, new_key, on_both_backends, wallet_body, Backend, Options, TestApp};
 use crate::tls_front::TlsFront;
 
 on_both_backends!(
     a_debit_goes_through_an_operator_that_requires_a_client_certificate,
     without_a_client_certificate_the_operator_call_fails_and_the_debit_stays_pending,
-    an_operator_certificate_from_another_ca_is_refused_and_the_debit_stays_pending,
     webhooks_reach_an_https_rgs_that_requires_a_client_certificate,
-    webhooks_to_an_rgs_whose_certificate_another_ca_signed_are_never_delivered,
 );
 
 /// A hub whose operator is the mock behind `front`, with short retries so that an operator
@@ -84,15 +82,36 @@ async fn without_a_client_certificate_the_operator_call_fails_and_the_debit_stay
     assert_debit_stays_pending(&app).await;
 }
 
-async fn an_operator_certificate_from_another_ca_is_refused_and_the_debit_stays_pending(
-    backend: Backend,
-) {
+/// Starts a hub on `app`'s database with `options` and returns why it refused to start.
+async fn refused_start(app: &TestApp, options: &Options) -> String {
+    match Application::build(app.replica_config(options)).await {
+        Ok(_) => panic!("the hub started although it cannot trust its peer"),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn assert_one_line_naming(error: &str, variable: &str) {
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.starts_with(variable), "{error}");
+    assert!(error.contains("does not trust"), "{error}");
+    assert!(error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_from_another_ca_stops_the_start_with_one_line() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
     let (ca, other) = (TestCa::new("operator"), TestCa::new("other"));
-    let front = TlsFront::bind(&ca.server("operator"), Some(&ca)).await;
+    let mut front = TlsFront::bind(&ca.server("operator"), Some(&ca)).await;
+    front.forward_to(app.operator.addr());
     // The hub holds a good client certificate, but trusts only the other CA.
-    let tls = tls_settings("OPERATOR", &other, Some(&ca.client("hub")));
-    let (app, _front) = hub_behind(backend, front, tls).await;
-    assert_debit_stays_pending(&app).await;
+    let options = Options {
+        operator_url: Some(front.base_url()),
+        operator_tls: tls_settings("OPERATOR", &other, Some(&ca.client("hub"))),
+        ..Options::default()
+    };
+    let error = refused_start(&app, &options).await;
+    assert_one_line_naming(&error, "OPERATOR_CA_FILE");
+    assert_eq!(app.operator.total_charges(), 0);
 }
 
 /// A hub whose RGS is the mock behind `front`.
@@ -122,27 +141,18 @@ async fn webhooks_reach_an_https_rgs_that_requires_a_client_certificate(backend:
     assert_eq!(app.rgs.accepted_event_ids(), [event]);
 }
 
-async fn webhooks_to_an_rgs_whose_certificate_another_ca_signed_are_never_delivered(
-    backend: Backend,
-) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rgs_certificate_from_another_ca_stops_the_start_with_one_line() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
     let (ca, other) = (TestCa::new("rgs"), TestCa::new("other"));
-    let front = TlsFront::bind(&ca.server("rgs"), None).await;
-    let (app, _front) = hub_sending_to(backend, front, tls_settings("WEBHOOK", &other, None)).await;
-
-    let event = app.debit_event().await;
-    let attempts = eventually(
-        "two failed delivery attempts",
-        Duration::from_secs(10),
-        || async { Some(app.attempts(&event).await).filter(|a| a.len() >= 2) },
-    )
-    .await;
-    for attempt in &attempts {
-        assert_eq!(
-            attempt.status_code, None,
-            "no HTTP answer without a handshake"
-        );
-        assert!(attempt.error.is_some(), "the failure is recorded");
-    }
-    assert_ne!(app.event(&event).await.status, "DELIVERED");
+    let mut front = TlsFront::bind(&ca.server("rgs"), None).await;
+    front.forward_to(app.rgs.addr());
+    let options = Options {
+        rgs_url: Some(format!("{}/webhooks", front.base_url())),
+        webhook_tls: tls_settings("WEBHOOK", &other, None),
+        ..Options::default()
+    };
+    let error = refused_start(&app, &options).await;
+    assert_one_line_naming(&error, "WEBHOOK_CA_FILE");
     assert!(app.rgs.deliveries().is_empty(), "nothing reached the RGS");
 }
