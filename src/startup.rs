@@ -266,6 +266,7 @@ fn serve(
         App::new()
             .wrap(middleware::from_fn(http::correlation::middleware))
             .app_data(state.clone())
+            .app_data(web::Data::new(listener))
             .app_data(http::query_config())
             .configure(|routes| http::routes(routes, listener, state.admin_token.is_some()))
     })

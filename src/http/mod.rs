@@ -135,9 +135,9 @@ fn endpoints() -> [Endpoint; 14] {
     ]
 }
 
-/// The OpenAPI description served at `/openapi.json`.
-pub fn openapi_document() -> &'static str {
-    openapi::DOCUMENT
+/// The OpenAPI description `listener` serves at `/openapi.json`.
+pub fn openapi_document(listener: Listener) -> &'static str {
+    openapi::document_for(listener)
 }
 
 fn served(listener: Listener, with_admin: bool) -> impl Iterator<Item = Endpoint> {

@@ -80,6 +80,32 @@ async fn metrics_and_admin_move_to_their_own_port_and_leave_the_public_one() {
             200
         );
     }
+    let described: serde_json::Value = client
+        .get(format!("{public}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = described["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/wallet/debit"));
+    assert!(
+        !paths
+            .keys()
+            .any(|p| p == "/metrics" || p.starts_with("/admin")),
+        "the public port does not advertise what it does not serve: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    let index: serde_json::Value = client
+        .get(format!("{public}/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(index.get("metrics").is_none(), "{index}");
     let wallet_on_private = client
         .post(format!("{private}/wallet/debit"))
         .send()
