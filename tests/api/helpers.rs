@@ -476,6 +476,18 @@ pub async fn answer(response: reqwest::Response) -> Answer {
 }
 
 /// The `/metrics` text of the hub at `address`, or `None` if it does not answer.
+/// `GET url`, its body read as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 pub async fn metrics_at(client: &reqwest::Client, address: &str) -> Option<String> {
     client
         .get(format!("{address}/metrics"))
@@ -587,6 +599,25 @@ impl TestApp {
             .await
             .expect("read the outbox")
             .expect("the event exists")
+    }
+
+    /// The transaction of `key` once it has `status`, waiting at most `within`.
+    pub async fn wait_for_transaction(
+        &self,
+        key: &str,
+        status: &str,
+        within: Duration,
+    ) -> TransactionRow {
+        eventually(
+            &format!("the transaction of key {key} to be {status}"),
+            within,
+            || async {
+                self.transaction_for_key(key)
+                    .await
+                    .filter(|row| row.status == status)
+            },
+        )
+        .await
     }
 
     pub async fn wait_for_status(&self, event_id: &str, status: &str) -> OutboxRow {

@@ -92,30 +92,25 @@ async fn the_rust_examples_roll_a_debit_back_and_read_the_balance() {
     let debit = settled(&app, "/wallet/debit", "rust-bet-1").await;
     assert_eq!(debit["balanceCents"], 9900);
 
-    let (status, rolled_back) = rollback_example::rollback(
-        &app.client,
-        &app.address,
-        secret,
-        "player-001",
-        "rust-bet-1",
-    )
-    .await
-    .expect("the hub answers");
+    let roll_back = || async {
+        rollback_example::rollback(
+            &app.client,
+            &app.address,
+            secret,
+            "player-001",
+            "rust-bet-1",
+        )
+        .await
+        .expect("the hub answers")
+    };
+    let (status, rolled_back) = roll_back().await;
     assert_eq!(status, 201, "{rolled_back}");
     assert_eq!(rolled_back["status"], "OK");
     assert_eq!(rolled_back["refId"], "rollback-rust-bet-1");
     assert_eq!(rolled_back["originalTransactionId"], debit["transactionId"]);
     assert_eq!(rolled_back["balanceCents"], 10000);
     // Run again, it is the same rollback: the same answer, nothing refunded twice.
-    let again = rollback_example::rollback(
-        &app.client,
-        &app.address,
-        secret,
-        "player-001",
-        "rust-bet-1",
-    )
-    .await
-    .expect("the hub answers");
+    let again = roll_back().await;
     assert_eq!(again, (201, rolled_back));
 
     let (status, balance) =

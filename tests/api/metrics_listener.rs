@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 
-use crate::helpers::{answer, new_key, wallet_body, Backend, Hub, Options, TestApp, ADMIN_TOKEN};
+use crate::helpers::{
+    answer, get_json, new_key, wallet_body, Backend, Hub, Options, TestApp, ADMIN_TOKEN,
+};
 
 const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
@@ -80,14 +82,7 @@ async fn metrics_and_admin_move_to_their_own_port_and_leave_the_public_one() {
             200
         );
     }
-    let described: serde_json::Value = client
-        .get(format!("{public}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described = get_json(client, &format!("{public}/openapi.json")).await;
     let paths = described["paths"].as_object().unwrap();
     assert!(paths.contains_key("/wallet/debit"));
     assert!(
@@ -97,14 +92,7 @@ async fn metrics_and_admin_move_to_their_own_port_and_leave_the_public_one() {
         "the public port does not advertise what it does not serve: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
-    let index: serde_json::Value = client
-        .get(format!("{public}/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index = get_json(client, &format!("{public}/")).await;
     assert!(index.get("metrics").is_none(), "{index}");
     let wallet_on_private = client
         .post(format!("{private}/wallet/debit"))

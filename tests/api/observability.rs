@@ -8,8 +8,8 @@ use mock_operator::FaultKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    answer, eventually, new_key, on_both_backends, wallet_body, Backend, Options, TestApp,
-    ADMIN_TOKEN,
+    answer, eventually, get_json, new_key, on_both_backends, wallet_body, Backend, Options,
+    TestApp, ADMIN_TOKEN,
 };
 
 on_both_backends!(
@@ -270,15 +270,7 @@ fn the_openapi_document_describes_exactly_the_served_routes() {
 #[tokio::test]
 async fn the_document_is_served_and_documented_routes_exist() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let served: serde_json::Value = app
-        .client
-        .get(format!("{}/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = get_json(&app.client, &format!("{}/openapi.json", app.address)).await;
     assert_eq!(
         served.to_string(),
         serde_json::from_str::<serde_json::Value>(hub::http::openapi_document(

@@ -46,15 +46,8 @@ async fn abandon(
 }
 
 async fn wait_until_settled_and_delivered(app: &TestApp, key: &str, transaction_id: &str) {
-    eventually(
-        "the completer to settle it",
-        Duration::from_secs(20),
-        || async {
-            let row = app.transaction_for_key(key).await?;
-            (row.status == "COMPLETED").then_some(())
-        },
-    )
-    .await;
+    app.wait_for_transaction(key, "COMPLETED", Duration::from_secs(20))
+        .await;
     let event_id = app.only_event_of(transaction_id).await;
     app.wait_for_status(&event_id, "DELIVERED").await;
     assert!(
@@ -131,15 +124,9 @@ async fn a_debit_past_its_resume_window_is_cancelled_by_the_hub_never_charged_la
     )
     .await;
 
-    let cancelled = eventually(
-        "the completer to cancel the debit",
-        Duration::from_secs(20),
-        || async {
-            let row = app.transaction_for_key(&key).await?;
-            (row.status == "ROLLED_BACK").then_some(row)
-        },
-    )
-    .await;
+    let cancelled = app
+        .wait_for_transaction(&key, "ROLLED_BACK", Duration::from_secs(20))
+        .await;
     assert_eq!(cancelled.reason.as_deref(), Some("CANCELLED"));
     assert_eq!(cancelled.next_recovery_at, None, "out of the queue");
     let rollback = app
@@ -304,15 +291,8 @@ async fn fifty_failing_transactions_do_not_delay_a_new_ones_resolution(backend: 
 
     // Behind 50 hanging transactions taken four at a time, a queue in arrival order would
     // need more than 12 rounds of 1 s before reaching the new one.
-    eventually(
-        "the new credit to be settled",
-        Duration::from_secs(8),
-        || async {
-            let row = app.transaction_for_key(&key).await?;
-            (row.status == "COMPLETED").then_some(())
-        },
-    )
-    .await;
+    app.wait_for_transaction(&key, "COMPLETED", Duration::from_secs(8))
+        .await;
     println!(
         "new credit settled {:?} after its request ended",
         pending_since.elapsed()

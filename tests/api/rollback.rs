@@ -819,27 +819,27 @@ async fn the_balance_is_read_live_from_the_operator(backend: Backend) {
     .await;
     assert_eq!(euros.json["balanceCents"], 5_000, "{}", euros.text);
 
-    let unknown = answer(
-        app.balance(&json!({"playerId": "player-nobody", "currency": "USD"}))
-            .await,
-    )
-    .await;
-    assert_eq!(unknown.status, 404, "{}", unknown.text);
-    assert_eq!(unknown.json["code"], "PLAYER_NOT_FOUND");
-    let wrong = answer(
-        app.balance(&json!({"playerId": "player-001", "currency": "EUR"}))
-            .await,
-    )
-    .await;
-    assert_eq!(wrong.status, 422, "{}", wrong.text);
-    assert_eq!(wrong.json["code"], "CURRENCY_MISMATCH");
-    let unsupported = answer(
-        app.balance(&json!({"playerId": "player-001", "currency": "TRY"}))
-            .await,
-    )
-    .await;
-    assert_eq!(unsupported.status, 422, "{}", unsupported.text);
-    assert_eq!(unsupported.json["code"], "UNSUPPORTED_CURRENCY");
+    for (asked, status, code) in [
+        (
+            json!({"playerId": "player-nobody", "currency": "USD"}),
+            404,
+            "PLAYER_NOT_FOUND",
+        ),
+        (
+            json!({"playerId": "player-001", "currency": "EUR"}),
+            422,
+            "CURRENCY_MISMATCH",
+        ),
+        (
+            json!({"playerId": "player-001", "currency": "TRY"}),
+            422,
+            "UNSUPPORTED_CURRENCY",
+        ),
+    ] {
+        let refused = answer(app.balance(&asked).await).await;
+        assert_eq!(refused.status, status, "{asked}: {}", refused.text);
+        assert_eq!(refused.json["code"], code, "{asked}");
+    }
     let missing = answer(app.balance(&json!({"currency": "USD"})).await).await;
     assert_eq!(missing.status, 400, "{}", missing.text);
     assert_eq!(missing.json["field"], "playerId");
@@ -1359,15 +1359,8 @@ async fn a_debit_its_client_is_rolling_back_is_left_to_that_rollback(backend: Ba
         )
         .await;
         app.operator.inject_fault(FaultKind::ServerError, 0);
-        eventually(
-            "the completer to cancel the other abandoned debit",
-            Duration::from_secs(20),
-            || async {
-                let row = app.transaction_for_key(&sentinel_key).await?;
-                (row.status == "ROLLED_BACK").then_some(())
-            },
-        )
-        .await;
+        app.wait_for_transaction(&sentinel_key, "ROLLED_BACK", Duration::from_secs(20))
+            .await;
         gate.open();
         (debit, sentinel)
     };
