@@ -1018,15 +1018,20 @@ async fn assert_cancelled_in_flight(
     debit_row.id
 }
 
-async fn a_rollback_overtaking_its_debit_at_the_operator_cancels_it(backend: Backend) {
+/// A debit held at `hold` while its rollback arrives: the rollback answers with the player's
+/// balance unchanged and the debit ends cancelled in flight. The gate stays open with the app.
+async fn rolled_back_while_held(backend: Backend, hold: Hold) -> (TestApp, GatedOperator, String) {
     let (app, gated) = gated_app(backend, patient()).await;
-
     let (debit_key, debit_body, debit, rolled_back) =
-        rollback_while_the_debit_is_held(&app, &gated, Hold::BeforeOperator).await;
-
+        rollback_while_the_debit_is_held(&app, &gated, hold).await;
     let debit_id =
         assert_cancelled_in_flight(&app, &debit_key, &debit_body, &debit, &rolled_back).await;
     assert_eq!(rolled_back.json["balanceCents"], 10_000);
+    (app, gated, debit_id)
+}
+
+async fn a_rollback_overtaking_its_debit_at_the_operator_cancels_it(backend: Backend) {
+    let (app, _gated, debit_id) = rolled_back_while_held(backend, Hold::BeforeOperator).await;
     assert!(app.operator.is_cancelled(&debit_id));
     assert_eq!(
         app.operator.charges_for(&debit_id),
@@ -1052,14 +1057,7 @@ async fn a_rollback_overtaking_its_debit_at_the_operator_cancels_it(backend: Bac
 }
 
 async fn a_rollback_while_the_debits_answer_is_on_its_way_refunds_it(backend: Backend) {
-    let (app, gated) = gated_app(backend, patient()).await;
-
-    let (debit_key, debit_body, debit, rolled_back) =
-        rollback_while_the_debit_is_held(&app, &gated, Hold::AfterOperator).await;
-
-    let debit_id =
-        assert_cancelled_in_flight(&app, &debit_key, &debit_body, &debit, &rolled_back).await;
-    assert_eq!(rolled_back.json["balanceCents"], 10_000);
+    let (app, _gated, debit_id) = rolled_back_while_held(backend, Hold::AfterOperator).await;
     assert_eq!(app.operator.charges_for(&debit_id), 1, "it was charged");
     assert_eq!(app.operator.refunds_for(&debit_id), 1, "and refunded");
     assert_eq!(app.operator.balance("player-001"), Some(10_000));
