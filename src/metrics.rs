@@ -2,6 +2,8 @@
 //! in one test). Counters and histograms are updated where things happen; gauges that
 //! describe state (outbox rows, pool, circuit) are read when `/metrics` is scraped.
 
+use crate::store::group_commit::GroupObserver;
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub recovery_attempts: IntCounterVec,
     pub under_review: IntGauge,
     pub webhook_record_failures: IntCounter,
+    pub group_commit_size: HistogramVec,
+    pub group_commit_splits: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str) -> HistogramOpts {
@@ -165,6 +169,23 @@ impl Metrics {
                 "Webhook outcomes that could not be recorded (their events come back after the lease and are delivered again)",
             )
             .expect("valid metric"),
+            group_commit_size: HistogramVec::new(
+                HistogramOpts::new(
+                    "hub_group_commit_size",
+                    "Writes that shared one database commit, by kind (claim, settle, outcome)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 500.0]),
+                &["write"],
+            )
+            .expect("valid metric"),
+            group_commit_splits: IntCounterVec::new(
+                Opts::new(
+                    "hub_group_commit_splits_total",
+                    "Group writes that failed and were written again one item at a time",
+                ),
+                &["write"],
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register();
@@ -172,7 +193,9 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+            Box::new(self.group_commit_size.clone()),
+            Box::new(self.group_commit_splits.clone()),
             Box::new(self.signature_guard_redis_up.clone()),
             Box::new(self.signature_guard_events.clone()),
             Box::new(self.signed_requests.clone()),
@@ -209,6 +232,17 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl GroupObserver for Metrics {
+    fn group_written(&self, write: &'static str, size: usize, split: bool) {
+        self.group_commit_size
+            .with_label_values(&[write])
+            .observe(size as f64);
+        if split {
+            self.group_commit_splits.with_label_values(&[write]).inc();
+        }
     }
 }
 

@@ -4,15 +4,20 @@
 //! query for each, so every query is written once and type-checked against both backends.
 //! All database work runs on the blocking pool through [`Store::run`].
 
+pub mod claims;
+pub mod group_commit;
 pub mod idempotency_keys;
 mod migrations;
 pub mod outbox;
 pub mod postgres_tls;
 pub mod schema;
 mod settings;
+pub mod settlements;
 pub mod transactions;
+mod values;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2;
@@ -20,6 +25,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
 use crate::settings::redact_url;
 
+use group_commit::{GroupCommit, GroupLimits, GroupObserver, GroupWrite};
 pub use migrations::run_migrations;
 pub use settings::{DatabaseConfig, DatabaseUrl};
 
@@ -49,6 +55,22 @@ pub enum StoreError {
     Migration(String),
     #[error("database task did not finish")]
     TaskFailed,
+    #[error("invariant broken: {0}")]
+    Invariant(String),
+}
+
+impl StoreError {
+    /// The same error for another caller of one failed group write (a diesel error is not
+    /// `Clone`; its text is what is kept).
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+            StoreError::Query(error) => StoreError::Unavailable(error.to_string()),
+            StoreError::Migration(reason) => StoreError::Migration(reason.clone()),
+            StoreError::TaskFailed => StoreError::TaskFailed,
+            StoreError::Invariant(reason) => StoreError::Invariant(reason.clone()),
+        }
+    }
 }
 
 impl DbConnection {
@@ -178,6 +200,7 @@ impl r2d2::ManageConnection for ConnectionManager {
 #[derive(Clone)]
 pub struct Store {
     pool: r2d2::Pool<ConnectionManager>,
+    group_limits: GroupLimits,
 }
 
 impl Store {
@@ -196,7 +219,19 @@ impl Store {
                 url: config.url.clone(),
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            group_limits: config.group_commit,
+        })
+    }
+
+    /// Groups concurrent `write`s into shared commits, within the configured limits.
+    pub fn group_commit<W: GroupWrite>(
+        &self,
+        write: W,
+        observer: Arc<dyn GroupObserver>,
+    ) -> GroupCommit<W> {
+        GroupCommit::new(self.clone(), write, self.group_limits, observer)
     }
 
     /// Runs blocking database work off the async executor, with a pooled connection that is

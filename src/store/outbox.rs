@@ -84,8 +84,17 @@ pub struct Outcome {
 
 /// Queues an event; on Postgres also notifies every listening drainer at commit.
 pub fn insert(conn: &mut DbConnection, row: &NewOutboxRow) -> QueryResult<()> {
+    insert_many(conn, &[row])
+}
+
+/// Queues events in one statement with one `NOTIFY`: Postgres's notify queue takes a
+/// global lock at commit, so one per group, not one per event.
+pub fn insert_many(conn: &mut DbConnection, rows: &[&NewOutboxRow]) -> QueryResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     with_conn!(conn, |c| diesel::insert_into(webhook_outbox::table)
-        .values(row)
+        .values(rows.to_vec())
         .execute(c))?;
     notify(conn)
 }

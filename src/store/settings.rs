@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::group_commit::GroupLimits;
 use crate::settings::{redact_url, ConfigError, Env};
 
 #[derive(Clone, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
     /// How long a request waits for a pooled connection before the store counts as down.
     pub acquire_timeout: Duration,
+    /// How claims, settlements and webhook outcomes are grouped into commits.
+    pub group_commit: GroupLimits,
 }
 
 impl DatabaseConfig {
@@ -61,12 +64,39 @@ impl DatabaseConfig {
                 "DATABASE_POOL_SIZE must be between 1 and 64, got {pool_size}"
             )));
         }
+        let group_commit = group_limits(env, &url, pool_size)?;
         Ok(DatabaseConfig {
             url,
             pool_size,
             acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?,
+            group_commit,
         })
     }
+}
+
+/// SQLite has one writer at a time, so a second group writer would only wait for the first;
+/// Postgres writes two groups at once, one committing while the next fills.
+fn group_limits(env: &Env, url: &DatabaseUrl, pool_size: u32) -> Result<GroupLimits, ConfigError> {
+    let max_batch: usize = env.parse("GROUP_COMMIT_MAX_BATCH", 64, "a whole number")?;
+    if !(1..=500).contains(&max_batch) {
+        return Err(ConfigError(format!(
+            "GROUP_COMMIT_MAX_BATCH must be between 1 and 500, got {max_batch}"
+        )));
+    }
+    // Claims, settlements and webhook outcomes each have their writers; requests need
+    // connections too.
+    let most = (pool_size as usize / 4).max(1);
+    let default_writers = match url {
+        DatabaseUrl::Postgres(_) => 2.min(most),
+        DatabaseUrl::Sqlite(_) => 1,
+    };
+    let writers: usize = env.parse("GROUP_COMMIT_WRITERS", default_writers, "a whole number")?;
+    if !(1..=most).contains(&writers) {
+        return Err(ConfigError(format!(
+            "GROUP_COMMIT_WRITERS must be between 1 and a quarter of DATABASE_POOL_SIZE ({most}), got {writers}"
+        )));
+    }
+    Ok(GroupLimits { max_batch, writers })
 }
 
 #[cfg(test)]
@@ -89,5 +119,35 @@ mod tests {
         let config = DatabaseConfig::from_env(&Env::from_pairs([])).unwrap();
         assert_eq!(config.url, DatabaseUrl::Sqlite("./data/hub.db".into()));
         assert_eq!(config.pool_size, 8);
+        assert_eq!(
+            config.group_commit,
+            GroupLimits {
+                max_batch: 64,
+                writers: 1
+            }
+        );
+    }
+
+    #[test]
+    fn postgres_writes_two_groups_at_once_by_default() {
+        let config = DatabaseConfig::from_env(&Env::from_pairs([(
+            "DATABASE_URL",
+            "postgres://hub@db/hub",
+        )]))
+        .unwrap();
+        assert_eq!(config.group_commit.writers, 2);
+    }
+
+    #[test]
+    fn group_writers_must_leave_connections_for_requests() {
+        let error = DatabaseConfig::from_env(&Env::from_pairs([
+            ("DATABASE_POOL_SIZE", "8"),
+            ("GROUP_COMMIT_WRITERS", "3"),
+        ]))
+        .unwrap_err();
+        assert!(error.0.contains("GROUP_COMMIT_WRITERS"), "{error}");
+        let error = DatabaseConfig::from_env(&Env::from_pairs([("GROUP_COMMIT_MAX_BATCH", "0")]))
+            .unwrap_err();
+        assert!(error.0.contains("GROUP_COMMIT_MAX_BATCH"), "{error}");
     }
 }

@@ -23,6 +23,9 @@ use crate::domain::instant::{earlier_by, later_by};
 use crate::domain::{IdempotencyKey, TransactionKind, WalletRequest};
 use crate::metrics::Metrics;
 use crate::operator::{CircuitBreaker, Governor, OperatorCall, OperatorClient, Refusal};
+use crate::store::claims::{ClaimInsert, ClaimWrite};
+use crate::store::group_commit::GroupCommit;
+use crate::store::settlements::SettleWrite;
 use crate::store::transactions::TransactionRow;
 use crate::store::{Store, StoreError};
 use completer::RecoveryConfig;
@@ -101,6 +104,10 @@ pub struct WalletService {
     operator_deadline: Duration,
     recovery: RecoveryConfig,
     metrics: Arc<Metrics>,
+    /// First requests' keys and transactions, grouped into shared commits.
+    claims: GroupCommit<ClaimWrite>,
+    /// Operator decisions with their webhooks and stored answers, grouped likewise.
+    settlements: GroupCommit<SettleWrite>,
 }
 
 /// What the wallet flow needs besides its store and operator client.
@@ -121,7 +128,11 @@ fn now() -> NaiveDateTime {
 
 impl WalletService {
     pub fn new(store: Store, operator: OperatorClient, parts: WalletParts) -> Self {
+        let claims = store.group_commit(ClaimWrite, parts.metrics.clone());
+        let settlements = store.group_commit(SettleWrite, parts.metrics.clone());
         Self {
+            claims,
+            settlements,
             store,
             operator,
             lease: parts.operator_deadline + parts.recovery.lease_margin,
@@ -227,11 +238,15 @@ impl WalletService {
             return Err(WalletError::RateLimited { retry_after });
         }
         let times = self.claim_times(command.kind);
-        let claim_command = command.clone();
-        let claimed = self
-            .store
-            .run(move |conn| phases::claim(conn, &claim_command, times, slot.is_ok()))
-            .await?;
+        let claimed = match slot {
+            Ok(()) => self.claim(&command, times).await?,
+            Err(_) => {
+                let claim_command = command.clone();
+                self.store
+                    .run(move |conn| phases::claim(conn, &claim_command, times, false))
+                    .await?
+            }
+        };
         let (pending, lease, permit) = match (claimed, permit, slot) {
             (Claimed::Answered(receipt), _, _) => return Ok(receipt),
             (Claimed::Owned { transaction, lease }, Ok(permit), Ok(())) => {
@@ -331,6 +346,32 @@ impl WalletService {
         }
     }
 
+    /// Phase 1 when the operator may be called: a first request's key and transaction go
+    /// in with other requests' (group commit); one that collides with what is stored (a
+    /// replay, a reused key or refId, a resumption) is decided from what is stored.
+    async fn claim(
+        &self,
+        command: &WalletCommand,
+        times: ClaimTimes,
+    ) -> Result<Claimed, WalletError> {
+        let fingerprint = command.request.fingerprint(command.kind);
+        let lease = phases::new_lease(times);
+        let fresh = phases::fresh_claim(command, &fingerprint, times, &lease);
+        let transaction = fresh.transaction.clone();
+        match self.claims.submit(fresh).await? {
+            ClaimInsert::Inserted => Ok(Claimed::Owned {
+                transaction: Box::new(transaction),
+                lease,
+            }),
+            ClaimInsert::Taken => {
+                let command = command.clone();
+                self.store
+                    .run(move |conn| phases::claim(conn, &command, times, true))
+                    .await
+            }
+        }
+    }
+
     /// Another request took the key over while we waited on the operator; its answer, once
     /// stored, is the answer.
     async fn answer_after_lost_lease(&self, key: IdempotencyKey) -> Result<Receipt, WalletError> {
@@ -351,8 +392,9 @@ impl WalletService {
             .await
     }
 
-    /// Writes the operator's decision (phase 3) and wakes the drainer; `None` when the lease
-    /// was lost to another request, in which case nothing was written.
+    /// Writes the operator's decision (phase 3) with other requests' (group commit) and
+    /// wakes the drainer; `None` when the lease was lost to another request, in which case
+    /// nothing was written.
     async fn settle(
         &self,
         key: String,
@@ -361,24 +403,13 @@ impl WalletService {
         decision: crate::operator::Decision,
         correlation_id: String,
     ) -> Result<Option<Receipt>, WalletError> {
-        let settled = self
-            .store
-            .run(move |conn| {
-                phases::settle(
-                    conn,
-                    &key,
-                    &lease,
-                    &pending,
-                    &decision,
-                    &correlation_id,
-                    now(),
-                )
-            })
-            .await?;
-        if settled.is_some() {
-            self.outbox_wake.notify_one();
+        let (row, receipt) =
+            phases::settlement(&key, &lease, &pending, &decision, &correlation_id, now());
+        if !self.settlements.submit(row).await? {
+            return Ok(None);
         }
-        Ok(settled)
+        self.outbox_wake.notify_one();
+        Ok(Some(receipt))
     }
 
     /// Gives a key's lease up early, so that a retry (or the completer) can resume at once.

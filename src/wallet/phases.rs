@@ -1,12 +1,14 @@
 //! The database phases of a wallet call. Each runs in one database transaction and is a
 //! recovery point: a crash between phases leaves a state the client's retry resumes from.
 //!
-//! 1. [`claim`]: take the Idempotency-Key and record the transaction `PENDING`, or decide
-//!    from the stored key (replay, 422, 409), or resume a `PENDING` one whose lease lapsed
-//!    (a debit only within its resume window), or, for a key already reaped, rebuild the
-//!    answer from the transaction it made.
+//! 1. Claim: a first request's key and `PENDING` transaction ([`fresh_claim`]) go in with
+//!    other requests' in one group commit (`store::claims`). A claim that collides with
+//!    what is stored is decided by [`claim`]: from the stored key (replay, 422, 409), by
+//!    resuming a `PENDING` one whose lease lapsed (a debit only within its resume window),
+//!    or, for a key already reaped, from the transaction it made.
 //! 2. (outside any database transaction) call the operator with the transaction's id.
-//! 3. [`settle`]: finish the transaction, insert its outbox row, store the answer on the key.
+//! 3. Settle: finish the transaction, insert its outbox row and store the answer on the key
+//!    ([`settlement`]), grouped with other requests' in one commit (`store::settlements`).
 
 use chrono::NaiveDateTime;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -17,8 +19,10 @@ use super::{event, WalletCommand, WalletError};
 use crate::domain::request;
 use crate::domain::{Round, TransactionKind};
 use crate::operator::Decision;
+use crate::store::claims::NewClaim;
 use crate::store::idempotency_keys::{self, KeyRow};
 use crate::store::outbox::{self, NewOutboxRow};
+use crate::store::settlements::SettleRow;
 use crate::store::transactions::{self, Settlement, TransactionRow};
 use crate::store::DbConnection;
 
@@ -62,25 +66,10 @@ pub fn claim(
     times: ClaimTimes,
     may_call_operator: bool,
 ) -> Result<Claimed, WalletError> {
-    let lease = Lease {
-        token: Uuid::new_v4().to_string(),
-        until: times.lease_until,
-    };
+    let lease = new_lease(times);
     let fingerprint = command.request.fingerprint(command.kind);
     let claimed = conn.write_transaction(|conn| {
-        let transaction = new_transaction(command, times);
-        let key = KeyRow {
-            idempotency_key: command.key.as_str().to_owned(),
-            fingerprint: fingerprint.clone(),
-            state: idempotency_keys::IN_PROGRESS.to_owned(),
-            transaction_id: transaction.id.clone(),
-            lease_token: Some(lease.token.clone()),
-            locked_until: Some(lease.until),
-            response_status: None,
-            response_body: None,
-            created_at: times.now,
-            updated_at: times.now,
-        };
+        let NewClaim { key, transaction } = fresh_claim(command, &fingerprint, times, &lease);
         let existing = Existing {
             key: command.key.as_str(),
             fingerprint: &fingerprint,
@@ -128,6 +117,37 @@ pub fn claim(
         }
         other => other,
     }
+}
+
+/// A new lease for a claim.
+pub fn new_lease(times: ClaimTimes) -> Lease {
+    Lease {
+        token: Uuid::new_v4().to_string(),
+        until: times.lease_until,
+    }
+}
+
+/// The key and PENDING transaction a first request under its key makes, under `lease`.
+pub fn fresh_claim(
+    command: &WalletCommand,
+    fingerprint: &str,
+    times: ClaimTimes,
+    lease: &Lease,
+) -> NewClaim {
+    let transaction = new_transaction(command, times);
+    let key = KeyRow {
+        idempotency_key: command.key.as_str().to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        state: idempotency_keys::IN_PROGRESS.to_owned(),
+        transaction_id: transaction.id.clone(),
+        lease_token: Some(lease.token.clone()),
+        locked_until: Some(lease.until),
+        response_status: None,
+        response_body: None,
+        created_at: times.now,
+        updated_at: times.now,
+    };
+    NewClaim { key, transaction }
 }
 
 /// Whether a rollback of a refId the hub never saw (a tombstone) forbids `ref_id`.
@@ -284,37 +304,30 @@ fn new_transaction(command: &WalletCommand, times: ClaimTimes) -> TransactionRow
     }
 }
 
-/// Writes the operator's decision. `None` when the lease was lost to another request, in
-/// which case nothing was written.
-pub fn settle(
-    conn: &mut DbConnection,
+/// What settling `pending` with `decision` writes (see [`crate::store::settlements`]), and
+/// the answer the client gets once it is written.
+pub fn settlement(
     key: &str,
     lease: &Lease,
     pending: &TransactionRow,
     decision: &Decision,
     correlation_id: &str,
     now: NaiveDateTime,
-) -> Result<Option<Receipt>, WalletError> {
+) -> (SettleRow, Receipt) {
     let receipt = receipt::render(pending, decision);
     let settlement = settlement_of(decision, now);
     let settled = settlement.applied_to(pending);
-    conn.write_transaction(|conn| {
-        if !idempotency_keys::complete(conn, key, &lease.token, receipt.status, &receipt.body, now)?
-        {
-            return Ok(None);
-        }
-        if !transactions::settle(conn, &pending.id, &settlement)? {
-            return Err(WalletError::Invariant(format!(
-                "transaction {} was no longer pending",
-                pending.id
-            )));
-        }
-        if let Some(original) = &pending.original_transaction_id {
-            transactions::mark_rolled_back(conn, original, now)?;
-        }
-        outbox::insert(conn, &outbox_row(&settled, correlation_id, now))?;
-        Ok(Some(receipt.clone()))
-    })
+    let row = SettleRow {
+        key: key.to_owned(),
+        lease_token: lease.token.clone(),
+        response_status: receipt.status,
+        response_body: receipt.body.clone(),
+        transaction_id: pending.id.clone(),
+        rolls_back: pending.original_transaction_id.clone(),
+        event: outbox_row(&settled, correlation_id, now),
+        settlement,
+    };
+    (row, receipt)
 }
 
 fn settlement_of(decision: &Decision, now: NaiveDateTime) -> Settlement {

@@ -15,6 +15,7 @@ use crate::helpers::{
 use crate::private_postgres::PrivatePostgres;
 
 on_both_backends!(
+    a_hub_killed_under_3000_requests_a_second_charges_each_key_once_and_loses_no_webhook,
     a_flapping_operator_never_charges_twice,
     an_rgs_down_past_half_the_schedule_loses_no_event,
     rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole
@@ -275,6 +276,107 @@ async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
         200
     );
 
+    assert_reconciles(&app);
+}
+
+/// Sends each request at its slot of a fixed schedule of `per_second` (open loop: a slow
+/// hub does not slow the offered load), all of them in flight at once if need be.
+async fn send_at_rate(
+    app: &TestApp,
+    address: &str,
+    requests: &[(String, Value)],
+    per_second: f64,
+) -> Vec<Option<Answer>> {
+    let started = tokio::time::Instant::now();
+    let sends = requests
+        .iter()
+        .enumerate()
+        .map(|(slot, (key, body))| async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(slot as f64 / per_second))
+                .await;
+            let sent = try_post_signed(
+                &app.client,
+                address,
+                "/wallet/debit",
+                key,
+                &body.to_string(),
+            )
+            .await;
+            match sent {
+                Ok(response) => Some(answer(response).await),
+                Err(_) => None,
+            }
+        });
+    futures_util::future::join_all(sends).await
+}
+
+/// Group commit under the load it is for: a hub process SIGKILLed while 3,000 debits a
+/// second are offered, with groups of claims and settlements in flight. After the clients
+/// retry with their keys: each key charged exactly once, every webhook delivered (those
+/// answered before the kill included), and the books reconcile.
+async fn a_hub_killed_under_3000_requests_a_second_charges_each_key_once_and_loses_no_webhook(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let settings = [
+        ("OPERATOR_DEADLINE_MS", "1000"),
+        ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
+        ("WEBHOOK_LEASE_SECONDS", "2"),
+        ("WEBHOOK_TIMEOUT_MS", "1000"),
+        ("RUST_LOG", "warn"),
+    ];
+    let doomed = spawn_hub_process(&app, &settings);
+    let requests: Vec<(String, Value)> = (0..3_000)
+        .map(|_| (new_key(), wallet_body("player-005", 5, "USD")))
+        .collect();
+    let address = doomed.address.clone();
+    let load = send_at_rate(&app, &address, &requests, 3_000.0);
+    let kill = async {
+        eventually(
+            "the load to be under way",
+            Duration::from_secs(30),
+            || async { (app.operator.calls().len() >= 500).then_some(()) },
+        )
+        .await;
+        drop(doomed); // SIGKILL
+    };
+    let (first_round, ()) = tokio::join!(load, kill);
+    let answered_before_kill: Vec<String> = first_round
+        .iter()
+        .flatten()
+        .filter(|a| a.status == 201)
+        .map(|a| a.json["transactionId"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        first_round.iter().any(Option::is_none),
+        "the kill interrupted requests in flight"
+    );
+
+    let restarted = spawn_hub_process(&app, &settings);
+    let answers = retry_until_final(&app, &restarted.address, &requests).await;
+    assert!(
+        answers.iter().all(|a| a.status == 201),
+        "every key settles after retries"
+    );
+    assert_charged_exactly_once(&app, &answers).await;
+    let settled: HashSet<&str> = answers
+        .iter()
+        .map(|a| a.json["transactionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(settled.len(), requests.len(), "one transaction per key");
+    for id in &answered_before_kill {
+        assert!(
+            settled.contains(id.as_str()),
+            "an answer given before the kill stands"
+        );
+    }
+    app.wait_until_all_delivered(requests.len()).await;
+    let delivered: HashSet<String> = app.rgs.accepted_event_ids().into_iter().collect();
+    assert_eq!(
+        delivered.len(),
+        requests.len(),
+        "one webhook per transaction"
+    );
     assert_reconciles(&app);
 }
 

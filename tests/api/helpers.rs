@@ -12,6 +12,7 @@ use hub::operator::{BreakerConfig, OperatorConfig, RetryConfig};
 use hub::outbound::tls::PeerTls;
 use hub::outbox::Drainer;
 use hub::startup::Application;
+use hub::store::group_commit::GroupLimits;
 use hub::store::outbox::{self, AttemptRow, OutboxRow, Window};
 use hub::store::transactions::{self, TransactionRow};
 use hub::store::{DatabaseConfig, DatabaseUrl, DbConnection, Store, StoreError};
@@ -199,6 +200,10 @@ pub fn config_for(
         url,
         pool_size: 8,
         acquire_timeout: options.db_acquire_timeout,
+        group_commit: GroupLimits {
+            max_batch: 64,
+            writers: 2,
+        },
     };
     config.hmac_secrets = options
         .secrets

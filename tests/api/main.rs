@@ -14,6 +14,7 @@ mod bad_input;
 mod concurrency;
 mod config_check;
 mod faults;
+mod group_commit;
 mod hostile_rgs;
 mod integration_docs;
 mod metrics_listener;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
+use hub::store::group_commit::GroupLimits;
 use hub::store::{DatabaseConfig, DatabaseUrl};
 use hub::store::{DbConnection, Store, StoreError};
 
@@ -12,6 +13,10 @@ fn sqlite_config(path: &std::path::Path) -> DatabaseConfig {
         url: DatabaseUrl::Sqlite(path.to_path_buf()),
         pool_size: 2,
         acquire_timeout: Duration::from_secs(5),
+        group_commit: GroupLimits {
+            max_batch: 64,
+            writers: 1,
+        },
     }
 }
 
