@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::state::{now_ms, Delivery, Fault, SharedInbox};
+use crate::state::{now_us, Delivery, Fault, SharedInbox};
 use crate::verify;
 
 /// The key both signature schemes are checked with.
@@ -64,8 +64,11 @@ async fn receive(
         Some(fault) => fault.status,
         None => 200,
     };
+    // Taken once, so both fields name the same instant.
+    let received_at_us = now_us();
     inbox.lock().deliveries.push(Delivery {
-        received_at_ms: now_ms(),
+        received_at_ms: received_at_us / 1000,
+        received_at_us,
         event_id: header(&request, "X-Event-Id").map(str::to_owned),
         event_type: header(&request, "X-Event-Type").map(str::to_owned),
         correlation_id: header(&request, "X-Correlation-ID").map(str::to_owned),

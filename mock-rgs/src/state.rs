@@ -11,6 +11,9 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub received_at_ms: u128,
+    /// The same instant in microseconds: commit→delivery latency on loopback is often
+    /// below a millisecond, which `received_at_ms` would round to 0 or 1.
+    pub received_at_us: u128,
     pub event_id: Option<String>,
     pub event_type: Option<String>,
     pub correlation_id: Option<String>,
@@ -64,11 +67,12 @@ impl Inbox {
     }
 }
 
-pub fn now_ms() -> u128 {
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u128 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_millis()
+        .as_micros()
 }
 
 #[derive(Debug, Default)]

@@ -93,4 +93,10 @@ async fn counts_duplicates_and_fails_on_demand() {
     assert_eq!(listing["total"], 3);
     assert_eq!(listing["duplicates"], 1);
     assert_eq!(listing["webhooks"].as_array().unwrap().len(), 1);
+    let latest = &listing["webhooks"][0];
+    let (ms, us) = (
+        latest["receivedAtMs"].as_u64().unwrap(),
+        latest["receivedAtUs"].as_u64().unwrap(),
+    );
+    assert_eq!(us / 1000, ms, "both name the same instant");
 }
