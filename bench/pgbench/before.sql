@@ -1,0 +1,64 @@
+-- One debit as the hub writes it today: a claim transaction and a settle transaction, each
+-- after the pool's connection check (r2d2 test_on_check_out: SELECT 1 on every checkout).
+-- Needs -M prepared (diesel prepares its statements) and -D run=<int> -D seq=0 -D body=<json>
+-- -D payload=<json> (run.sh sets them: pgbench would read the colons of a JSON literal in the
+-- script as variables); run.sh says what every script models and how ids are made.
+\set seq :seq + 1
+
+-- Claim (phases::claim): key IN_PROGRESS under a lease, transaction PENDING.
+SELECT 1;
+BEGIN;
+INSERT INTO idempotency_keys (idempotency_key, fingerprint, state, transaction_id, lease_token,
+    locked_until, response_status, response_body, created_at, updated_at)
+VALUES (md5('k-' || :run::bigint || '-' || :client_id::int || '-' || :seq::bigint || '-1')::uuid::text,
+    md5('f-' || :seq::bigint || '-' || :client_id::int),
+    'IN_PROGRESS',
+    't' || lpad(to_hex(:run::bigint), 8, '0') || '-' || lpad(to_hex(:seq::bigint), 8, '0') || '-'
+        || lpad(to_hex(:client_id::int), 4, '0') || '-0001-0000000',
+    md5('l-' || :run::bigint || '-' || :client_id::int || '-' || :seq::bigint || '-1')::uuid::text,
+    now() AT TIME ZONE 'utc' + interval '30 seconds', NULL, NULL,
+    now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc')
+ON CONFLICT DO NOTHING;
+INSERT INTO transactions (id, idempotency_key, ref_id, player_id, kind, amount_cents, currency,
+    status, reason, balance_cents, operator_reference, meta, correlation_id, created_at,
+    updated_at, recovery_attempts, next_recovery_at, review_since, round_id, round_closed,
+    original_ref_id, original_transaction_id)
+VALUES ('t' || lpad(to_hex(:run::bigint), 8, '0') || '-' || lpad(to_hex(:seq::bigint), 8, '0') || '-'
+        || lpad(to_hex(:client_id::int), 4, '0') || '-0001-0000000',
+    md5('k-' || :run::bigint || '-' || :client_id::int || '-' || :seq::bigint || '-1')::uuid::text,
+    'loadgen-' || md5('r-' || :run::bigint || '-' || :client_id::int || '-' || :seq::bigint || '-1')::uuid::text,
+    'player-005', 'DEBIT', 1, 'USD', 'PENDING', NULL, NULL, NULL, NULL,
+    md5('c-' || :client_id::int || '-' || :seq::bigint)::uuid::text,
+    now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc', 0,
+    now() AT TIME ZONE 'utc' + interval '10 seconds', NULL, NULL, false, NULL, NULL);
+COMMIT;
+
+-- Settle (phases::settle): key COMPLETED with its stored answer, transaction COMPLETED,
+-- its event queued, drainers woken at commit.
+SELECT 1;
+BEGIN;
+UPDATE idempotency_keys SET state = 'COMPLETED', response_status = 201,
+    response_body = :body,
+    lease_token = NULL, locked_until = NULL, updated_at = now() AT TIME ZONE 'utc'
+WHERE idempotency_key = md5('k-' || :run::bigint || '-' || :client_id::int || '-' || :seq::bigint || '-1')::uuid::text
+    AND state = 'IN_PROGRESS'
+    AND lease_token = md5('l-' || :run::bigint || '-' || :client_id::int || '-' || :seq::bigint || '-1')::uuid::text;
+UPDATE transactions SET status = 'COMPLETED', reason = NULL, balance_cents = 24999,
+    operator_reference = 'op-' || md5(id)::uuid::text, updated_at = now() AT TIME ZONE 'utc',
+    next_recovery_at = NULL
+WHERE id = 't' || lpad(to_hex(:run::bigint), 8, '0') || '-' || lpad(to_hex(:seq::bigint), 8, '0') || '-'
+        || lpad(to_hex(:client_id::int), 4, '0') || '-0001-0000000'
+    AND status = 'PENDING';
+INSERT INTO webhook_outbox (id, transaction_id, event_type, payload, status, attempts,
+    next_attempt_at, correlation_id, created_at, updated_at)
+VALUES ('e' || lpad(to_hex(:run::bigint), 8, '0') || '-' || lpad(to_hex(:seq::bigint), 8, '0') || '-'
+        || lpad(to_hex(:client_id::int), 4, '0') || '-0001-0000000',
+    't' || lpad(to_hex(:run::bigint), 8, '0') || '-' || lpad(to_hex(:seq::bigint), 8, '0') || '-'
+        || lpad(to_hex(:client_id::int), 4, '0') || '-0001-0000000',
+    'transaction.completed',
+    :payload,
+    'PENDING', 0, now() AT TIME ZONE 'utc',
+    md5('c-' || :client_id::int || '-' || :seq::bigint)::uuid::text,
+    now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc');
+NOTIFY hub_outbox;
+COMMIT;
