@@ -323,7 +323,6 @@ async fn a_hub_killed_under_3000_requests_a_second_charges_each_key_once_and_los
         ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
         ("WEBHOOK_LEASE_SECONDS", "2"),
         ("WEBHOOK_TIMEOUT_MS", "1000"),
-        ("RUST_LOG", "warn"),
     ];
     let doomed = spawn_hub_process(&app, &settings);
     let requests: Vec<(String, Value)> = (0..3_000)
