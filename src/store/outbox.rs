@@ -3,6 +3,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 
 use super::schema::{webhook_attempts, webhook_outbox};
 use super::{with_conn, DbConnection, StoreError};
@@ -14,8 +15,10 @@ pub const DEAD_LETTER: &str = "DEAD_LETTER";
 /// The Postgres channel that wakes every replica's drainer when an event is queued.
 pub const CHANNEL: &str = "hub_outbox";
 
+// `None` binds NULL rather than DEFAULT (the same for these columns, which have no default),
+// so that SQLite inserts many rows in one statement instead of one statement per row.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = webhook_outbox)]
+#[diesel(table_name = webhook_outbox, treat_none_as_default_value = false)]
 pub struct NewOutboxRow {
     /// The event id the RGS deduplicates on; stable across retries and replays.
     pub id: String,
@@ -30,7 +33,7 @@ pub struct NewOutboxRow {
     pub updated_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = webhook_outbox)]
 pub struct OutboxRow {
     pub id: String,
@@ -49,8 +52,9 @@ pub struct OutboxRow {
     pub delivered_at: Option<NaiveDateTime>,
 }
 
+// `None` binds NULL rather than DEFAULT, as for `NewOutboxRow`: one INSERT per group on SQLite.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = webhook_attempts)]
+#[diesel(table_name = webhook_attempts, treat_none_as_default_value = false)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct AttemptRow {
     #[diesel(skip_insertion)]
@@ -84,18 +88,22 @@ pub struct Outcome {
 
 /// Queues an event; on Postgres also notifies every listening drainer at commit.
 pub fn insert(conn: &mut DbConnection, row: &NewOutboxRow) -> QueryResult<()> {
-    insert_many(conn, &[row])
+    insert_many(conn, std::slice::from_ref(row))
 }
 
-/// Queues events in one statement with one `NOTIFY`: Postgres's notify queue takes a
-/// global lock at commit, so one per group, not one per event.
-pub fn insert_many(conn: &mut DbConnection, rows: &[&NewOutboxRow]) -> QueryResult<()> {
+/// Queues events in one statement (one per [`ROWS_PER_STATEMENT`] rows) and, on Postgres,
+/// sends one NOTIFY for all of them: however many rows a settlement batch queues, each
+/// listening drainer is woken once. Atomic only inside the caller's transaction when the
+/// rows span several statements.
+pub fn insert_many(conn: &mut DbConnection, rows: &[NewOutboxRow]) -> QueryResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    with_conn!(conn, |c| diesel::insert_into(webhook_outbox::table)
-        .values(rows.to_vec())
-        .execute(c))?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        with_conn!(conn, |c| diesel::insert_into(webhook_outbox::table)
+            .values(chunk)
+            .execute(c))?;
+    }
     notify(conn)
 }
 
@@ -106,9 +114,79 @@ fn notify(conn: &mut DbConnection) -> QueryResult<()> {
     Ok(())
 }
 
-/// Claims up to `limit` due events under `claim` (unique to this claim) until `lease_until`. Rows another drainer
-/// holds are skipped (`FOR UPDATE SKIP LOCKED` on Postgres; SQLite has one writer at a time),
-/// and rows whose lease ran out are due again.
+/// Rows per multi-row statement: at most 10 bound values a row (an outbox row; an attempt or
+/// a move has 7) plus one, which keeps every statement under SQLite's 32,766 bound values
+/// (Postgres allows 65,535). Larger groups are split into several statements.
+const ROWS_PER_STATEMENT: usize = 3_000;
+
+/// Numbered placeholders in the syntax of the connection's backend, `$n` on Postgres and
+/// `?n` on SQLite, so that one SQL text builder serves both.
+struct Placeholders {
+    prefix: char,
+    next: usize,
+}
+
+impl Placeholders {
+    fn for_conn(conn: &DbConnection) -> Self {
+        let prefix = match conn {
+            DbConnection::Postgres(_) => '$',
+            DbConnection::Sqlite(_) => '?',
+        };
+        Self { prefix, next: 0 }
+    }
+
+    /// The next placeholder; values must be bound in the order these were taken.
+    fn take(&mut self) -> String {
+        self.next += 1;
+        format!("{}{}", self.prefix, self.next)
+    }
+}
+
+/// Every column of [`OutboxRow`], for the claim's RETURNING.
+const OUTBOX_COLUMNS: &str = "id, transaction_id, event_type, payload, status, attempts, \
+     next_attempt_at, locked_until, locked_by, last_error, correlation_id, created_at, \
+     updated_at, delivered_at";
+
+/// The claim as one statement: lease the due, unheld rows and return them.
+///
+/// The due rows are chosen in a `MATERIALIZED` CTE, which runs exactly once. Written as a
+/// plain `IN (subquery)`, Postgres may plan the subquery as the inner side of a join and run
+/// it again for each outer row; each run then skips the rows this statement already
+/// updated (its own row locks see them as changed) and takes the next ones under the
+/// LIMIT, so a claim of 2 leased 3 rows in the tests.
+///
+/// On Postgres `FOR UPDATE SKIP LOCKED` skips rows another drainer's transaction holds and
+/// locks each row it returns. Under READ COMMITTED a row changed since the statement's
+/// snapshot is locked at its newest version and the CTE's predicate is evaluated again on
+/// that version, so every id it returns is PENDING, due and unleased when locked, and nobody
+/// can change it until this statement commits. The outer `status = 'PENDING'` repeats the
+/// one condition that must never be lost (a delivered event claimed again would be sent
+/// twice), so the guard does not rest on that argument alone. SQLite has one writer at a
+/// time and no row locks.
+fn claim_sql(conn: &DbConnection) -> String {
+    let mut p = Placeholders::for_conn(conn);
+    let (lease_until, claim, now, limit) = (p.take(), p.take(), p.take(), p.take());
+    let locking = match conn {
+        DbConnection::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        DbConnection::Sqlite(_) => "",
+    };
+    format!(
+        "WITH due AS MATERIALIZED (SELECT id FROM webhook_outbox WHERE status = '{PENDING}' \
+         AND next_attempt_at <= {now} AND (locked_until IS NULL OR locked_until <= {now}) \
+         ORDER BY next_attempt_at LIMIT {limit}{locking}) \
+         UPDATE webhook_outbox SET locked_until = {lease_until}, locked_by = {claim}, \
+         updated_at = {now} \
+         WHERE id IN (SELECT id FROM due) AND status = '{PENDING}' \
+         RETURNING {OUTBOX_COLUMNS}"
+    )
+}
+
+/// Claims up to `limit` due events under `claim` (unique to this claim) until `lease_until`,
+/// in one statement, oldest due first. Rows another drainer holds are skipped (`FOR UPDATE
+/// SKIP LOCKED` on Postgres; SQLite has one writer at a time), and rows whose lease ran out
+/// are due again. One statement is atomic on its own, and on SQLite a lone write statement
+/// takes the write lock before it reads (retrying through `busy_timeout`), so it cannot
+/// fail to upgrade from reader to writer as a deferred transaction can: no transaction needed.
 pub fn claim_due(
     conn: &mut DbConnection,
     claim: &str,
@@ -116,86 +194,116 @@ pub fn claim_due(
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    use webhook_outbox::dsl as o;
-    conn.write_transaction(|conn| {
-        let due = o::webhook_outbox
-            .filter(o::status.eq(PENDING))
-            .filter(o::next_attempt_at.le(now))
-            .filter(o::locked_until.is_null().or(o::locked_until.le(now)))
-            .order(o::next_attempt_at.asc())
-            .limit(limit)
-            .select(o::id);
-        let ids: Vec<String> = match conn {
-            DbConnection::Postgres(c) => due.for_update().skip_locked().load(c)?,
-            DbConnection::Sqlite(c) => due.load(c)?,
+    let sql = claim_sql(conn);
+    let mut claimed: Vec<OutboxRow> = with_conn!(conn, |c| diesel::sql_query(sql)
+        .bind::<Timestamp, _>(lease_until)
+        .bind::<Text, _>(claim)
+        .bind::<Timestamp, _>(now)
+        .bind::<BigInt, _>(limit)
+        .load(c))?;
+    // RETURNING yields rows in no promised order.
+    claimed.sort_by_key(|row| row.next_attempt_at);
+    Ok(claimed)
+}
+
+/// Where one outcome moves its event, if its claim still holds it.
+struct Move<'a> {
+    id: &'a str,
+    claim: &'a str,
+    status: &'static str,
+    attempts: i32,
+    next_attempt_at: NaiveDateTime,
+    last_error: Option<&'a str>,
+    delivered_at: Option<NaiveDateTime>,
+}
+
+impl<'a> Move<'a> {
+    fn of(outcome: &'a Outcome, now: NaiveDateTime) -> Self {
+        let (status, next_attempt_at, delivered_at) = match outcome.after {
+            AfterAttempt::Delivered => (DELIVERED, now, Some(now)),
+            AfterAttempt::RetryAt(at) => (PENDING, at, None),
+            AfterAttempt::DeadLetter => (DEAD_LETTER, now, None),
         };
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let last_error = match outcome.after {
+            AfterAttempt::Delivered => None,
+            _ => outcome.attempt.error.as_deref(),
+        };
+        Self {
+            id: &outcome.attempt.outbox_id,
+            claim: &outcome.claim,
+            status,
+            attempts: outcome.attempt.attempt,
+            next_attempt_at,
+            last_error,
+            delivered_at,
         }
-        let lease = (
-            o::locked_until.eq(lease_until),
-            o::locked_by.eq(claim),
-            o::updated_at.eq(now),
-        );
-        with_conn!(conn, |c| diesel::update(
-            o::webhook_outbox.filter(o::id.eq_any(&ids))
-        )
-        .set(lease)
-        .execute(c))?;
-        let claimed = with_conn!(conn, |c| o::webhook_outbox
-            .filter(o::id.eq_any(&ids))
-            .order(o::next_attempt_at.asc())
-            .select(OutboxRow::as_select())
-            .load(c))?;
-        Ok(claimed)
+    }
+}
+
+/// One UPDATE moving `rows` events, each only while its own claim holds it: the values of
+/// every move in a `VALUES` list joined to the outbox by id. The placeholders are the seven
+/// values of each move in order, then `updated_at`.
+fn moves_sql(conn: &DbConnection, rows: usize) -> String {
+    let mut p = Placeholders::for_conn(conn);
+    let values: Vec<String> = (0..rows)
+        .map(|_| {
+            format!(
+                "({})",
+                (0..7).map(|_| p.take()).collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "WITH v (v_id, v_claim, v_status, v_attempts, v_next, v_error, v_delivered) AS \
+         (VALUES {}) \
+         UPDATE webhook_outbox SET status = v.v_status, attempts = v.v_attempts, \
+         next_attempt_at = v.v_next, last_error = v.v_error, delivered_at = v.v_delivered, \
+         locked_until = NULL, locked_by = NULL, updated_at = {} \
+         FROM v WHERE webhook_outbox.id = v.v_id AND webhook_outbox.status = '{PENDING}' \
+         AND webhook_outbox.locked_by = v.v_claim",
+        values.join(", "),
+        p.take()
+    )
+}
+
+/// Moves each event of `moves` on if its claim still holds it; returns how many moved.
+fn apply_moves(conn: &mut DbConnection, moves: &[Move], now: NaiveDateTime) -> QueryResult<usize> {
+    let sql = moves_sql(conn, moves.len());
+    // Expanded once per backend: a boxed query is tied to the backend of `c`.
+    with_conn!(conn, |c| {
+        let mut query = diesel::sql_query(sql).into_boxed();
+        for m in moves {
+            query = query
+                .bind::<Text, _>(m.id)
+                .bind::<Text, _>(m.claim)
+                .bind::<Text, _>(m.status)
+                .bind::<Integer, _>(m.attempts)
+                .bind::<Timestamp, _>(m.next_attempt_at)
+                .bind::<Nullable<Text>, _>(m.last_error)
+                .bind::<Nullable<Timestamp>, _>(m.delivered_at);
+        }
+        query.bind::<Timestamp, _>(now).execute(c)
     })
 }
 
 /// Records a group of attempts, and moves each event on if its claim still holds it, in one
-/// database transaction. The attempts are kept either way: they are what the RGS was told.
-/// Returns how many events moved.
+/// database transaction: one INSERT and one UPDATE per [`ROWS_PER_STATEMENT`] outcomes. The
+/// attempts are kept either way: they are what the RGS was told. Returns how many events
+/// moved.
 pub fn record_attempts(
     conn: &mut DbConnection,
     outcomes: &[Outcome],
     now: NaiveDateTime,
 ) -> Result<usize, StoreError> {
-    use webhook_outbox::dsl as o;
-    let rows: Vec<&AttemptRow> = outcomes.iter().map(|outcome| &outcome.attempt).collect();
     conn.write_transaction(|conn| {
-        with_conn!(conn, |c| diesel::insert_into(webhook_attempts::table)
-            .values(rows.clone())
-            .execute(c))?;
         let mut moved = 0;
-        for Outcome {
-            attempt,
-            after,
-            claim,
-        } in outcomes
-        {
-            let (status, next_attempt_at, delivered_at) = match after {
-                AfterAttempt::Delivered => (DELIVERED, now, Some(now)),
-                AfterAttempt::RetryAt(at) => (PENDING, *at, None),
-                AfterAttempt::DeadLetter => (DEAD_LETTER, now, None),
-            };
-            let last_error = match after {
-                AfterAttempt::Delivered => None,
-                _ => attempt.error.clone(),
-            };
-            let held = o::webhook_outbox
-                .filter(o::id.eq(&attempt.outbox_id))
-                .filter(o::status.eq(PENDING))
-                .filter(o::locked_by.eq(claim));
-            let change = (
-                o::status.eq(status),
-                o::attempts.eq(attempt.attempt),
-                o::next_attempt_at.eq(next_attempt_at),
-                o::last_error.eq(last_error),
-                o::delivered_at.eq(delivered_at),
-                o::locked_until.eq(None::<NaiveDateTime>),
-                o::locked_by.eq(None::<String>),
-                o::updated_at.eq(now),
-            );
-            moved += with_conn!(conn, |c| diesel::update(held).set(change).execute(c))?;
+        for group in outcomes.chunks(ROWS_PER_STATEMENT) {
+            let attempts: Vec<&AttemptRow> = group.iter().map(|o| &o.attempt).collect();
+            with_conn!(conn, |c| diesel::insert_into(webhook_attempts::table)
+                .values(attempts)
+                .execute(c))?;
+            let moves: Vec<Move> = group.iter().map(|o| Move::of(o, now)).collect();
+            moved += apply_moves(conn, &moves, now)?;
         }
         Ok(moved)
     })

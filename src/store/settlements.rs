@@ -62,7 +62,7 @@ pub fn settle_many(conn: &mut DbConnection, rows: &[SettleRow]) -> Result<Vec<bo
                 transactions::mark_rolled_back(conn, original, row.settlement.updated_at)?;
             }
         }
-        let events: Vec<&NewOutboxRow> = held.iter().map(|row| &row.event).collect();
+        let events: Vec<NewOutboxRow> = held.iter().map(|row| row.event.clone()).collect();
         outbox::insert_many(conn, &events)?;
         Ok(rows
             .iter()

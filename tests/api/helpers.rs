@@ -186,6 +186,31 @@ fn test_database(backend: Backend, postgres_server: Option<&str>) -> (DatabaseUr
     }
 }
 
+/// A migrated database of `backend` and a connection to it (dropped with the database).
+pub struct Db {
+    pub conn: DbConnection,
+    pub url: DatabaseUrl,
+    _database: TestDatabase,
+}
+
+pub fn database(backend: Backend) -> Db {
+    let (url, database) = test_database(backend, None);
+    let mut conn = hub::store::establish(&url).expect("connect");
+    hub::store::run_migrations(&mut conn).expect("migrate");
+    Db {
+        conn,
+        url,
+        _database: database,
+    }
+}
+
+pub fn postgres_url(url: &DatabaseUrl) -> &str {
+    match url {
+        DatabaseUrl::Postgres(url) => url,
+        DatabaseUrl::Sqlite(_) => unreachable!("a Postgres test"),
+    }
+}
+
 /// The hub's configuration for a test, pointed at the test's database, operator and RGS.
 pub fn config_for(
     url: DatabaseUrl,

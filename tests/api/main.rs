@@ -21,6 +21,7 @@ mod metrics_listener;
 mod migrations;
 mod observability;
 mod operator_faults;
+mod outbox_store;
 mod private_postgres;
 mod reconcile;
 mod recovery;
