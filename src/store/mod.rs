@@ -18,6 +18,7 @@ mod values;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2;
@@ -179,20 +180,68 @@ fn init_openssl() {
     openssl_sys::init();
 }
 
+/// How long a connection may sit idle in the pool and still be handed out without a ping.
+/// A busy pool reuses connections within milliseconds and never pings; one idle longer may
+/// have outlived its server (a restart, an idle timeout, a failover), and a ping costs
+/// nothing there, since nobody is waiting on the pool. A connection that dies while in use
+/// is caught by [`PooledConnection::after_work`] instead.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// A pooled connection with what the pool knows of it without asking the server.
+pub struct PooledConnection {
+    conn: DbConnection,
+    /// Work on it failed and the server did not answer a ping after: discarded at return.
+    lost: bool,
+    /// When work last ended on it (or it was opened).
+    last_used: Instant,
+}
+
+impl PooledConnection {
+    fn new(conn: DbConnection) -> Self {
+        Self {
+            conn,
+            lost: false,
+            last_used: Instant::now(),
+        }
+    }
+
+    /// Called once work on the connection ended. A failure is the connection's own when the
+    /// server no longer answers a ping right after it: the connection is marked lost (so
+    /// the pool drops it instead of handing it out again) and the failure is an outage,
+    /// which is returned. Costs a round trip only after a failure.
+    fn after_work(&mut self, failed: bool) -> Option<StoreError> {
+        self.last_used = Instant::now();
+        if !failed {
+            return None;
+        }
+        let error = self.conn.ping().err()?;
+        self.lost = true;
+        Some(StoreError::Unavailable(format!(
+            "the database connection was lost: {error}"
+        )))
+    }
+}
+
+/// Checks out without a round trip unless the connection sat idle past [`PING_IF_IDLE_FOR`];
+/// diesel exposes no cheaper sign of a dead Postgres connection (libpq's status and socket
+/// are private to `PgConnection`, and libpq only learns of a closed socket by using it).
 impl r2d2::ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = PooledConnection;
     type Error = ConnectError;
 
-    fn connect(&self) -> Result<DbConnection, ConnectError> {
-        establish(&self.url)
+    fn connect(&self) -> Result<PooledConnection, ConnectError> {
+        establish(&self.url).map(PooledConnection::new)
     }
 
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
-        conn.ping().map_err(|e| ConnectError(e.to_string()))
+    fn is_valid(&self, pooled: &mut PooledConnection) -> Result<(), ConnectError> {
+        if pooled.last_used.elapsed() < PING_IF_IDLE_FOR {
+            return Ok(());
+        }
+        pooled.conn.ping().map_err(|e| ConnectError(e.to_string()))
     }
 
-    fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
+    fn has_broken(&self, pooled: &mut PooledConnection) -> bool {
+        pooled.lost || pooled.conn.is_broken()
     }
 }
 
@@ -235,7 +284,9 @@ impl Store {
     }
 
     /// Runs blocking database work off the async executor, with a pooled connection that is
-    /// returned as soon as `work` ends.
+    /// returned as soon as `work` ends. When `work` fails because the connection died (the
+    /// server no longer answers), the error is [`StoreError::Unavailable`], an outage rather
+    /// than a fault of the query, and the connection is dropped instead of pooled again.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
@@ -244,10 +295,14 @@ impl Store {
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
+            let mut pooled = pool
                 .get()
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            work(&mut conn)
+            let result = work(&mut pooled.conn);
+            match pooled.after_work(result.is_err()) {
+                Some(lost) => Err(lost.into()),
+                None => result,
+            }
         })
         .await
         .map_err(|_| StoreError::TaskFailed)?

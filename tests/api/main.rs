@@ -22,6 +22,7 @@ mod migrations;
 mod observability;
 mod operator_faults;
 mod outbox_store;
+mod pool;
 mod private_postgres;
 mod reconcile;
 mod recovery;
