@@ -62,6 +62,20 @@ pg_build() {
     say "postgres: loaded and analyzed in $((SECONDS - started)) s"
 }
 
+# The types of $1 repeated for $2 rows, comma-separated: a PREPARE's parameter list.
+rows_of() { local i out=''; for ((i = 0; i < $1; i++)); do out+="${out:+, }$2"; done; echo "$out"; }
+
+# $1 rows of $2 numbered parameters each, "($1, ..., $n), (...)": a VALUES list.
+values_of() {
+    local r c row out=''
+    for ((r = 0; r < $1; r++)); do
+        row=''
+        for ((c = 1; c <= $2; c++)); do row+="${row:+, }\$$((r * $2 + c))"; done
+        out+="${out:+, }($row)"
+    done
+    echo "$out"
+}
+
 # One plan: warm once, then EXPLAIN (ANALYZE, BUFFERS). $1 title, $2 the EXECUTE, $3 "write"
 # to roll the statement back.
 plan() {
@@ -121,20 +135,42 @@ SQL
         plan "c1 key reaper select" "EXECUTE c1('COMPLETED', TIMESTAMP :now - INTERVAL '24 hours', 500)"
         plan "c2 key reaper delete" "EXECUTE c2(:'c_keys')" write
         cat <<SQL
--- d. outbox claim (claim_due), in one transaction
-PREPARE d1(text, timestamp, timestamp, bigint) AS SELECT id FROM webhook_outbox
-    WHERE status = \$1 AND next_attempt_at <= \$2 AND (locked_until IS NULL OR locked_until <= \$3)
-    ORDER BY next_attempt_at ASC LIMIT \$4 FOR UPDATE SKIP LOCKED;
+-- d. outbox claim (claim_due): one statement. Sent through sql_query, which diesel never
+-- caches, so it is always planned with its values.
+PREPARE d1(timestamp, text, timestamp, bigint) AS
+    WITH due (due_id) AS MATERIALIZED (SELECT id FROM webhook_outbox WHERE status = 'PENDING'
+        AND next_attempt_at <= \$3 AND (locked_until IS NULL OR locked_until <= \$3)
+        ORDER BY next_attempt_at LIMIT \$4 FOR UPDATE SKIP LOCKED)
+    UPDATE webhook_outbox SET locked_until = \$1, locked_by = \$2, updated_at = \$3
+    FROM due WHERE id = due_id
+    RETURNING id, transaction_id, event_type, payload, status, attempts, next_attempt_at, locked_until, locked_by, last_error, correlation_id, created_at, updated_at, delivered_at;
 SELECT '{' || string_agg(id, ',') || '}' AS d_ids FROM (
     SELECT id FROM webhook_outbox WHERE status = 'PENDING' AND next_attempt_at <= :now
     AND (locked_until IS NULL OR locked_until <= :now) ORDER BY next_attempt_at LIMIT 100) AS q \\gset
-PREPARE d2(timestamp, text, timestamp, text[]) AS UPDATE webhook_outbox
-    SET locked_until = \$1, locked_by = \$2, updated_at = \$3 WHERE id = ANY(\$4);
-PREPARE d3(text[]) AS SELECT * FROM webhook_outbox WHERE id = ANY(\$1) ORDER BY next_attempt_at ASC;
 SQL
-        plan "d1 claim_due select" "EXECUTE d1('PENDING', :now, :now, 100)"
-        plan "d2 claim_due lease" "EXECUTE d2(TIMESTAMP :now + INTERVAL '30 s', 'worker-9', :now, :'d_ids')" write
-        plan "d3 claim_due load" "EXECUTE d3(:'d_ids')"
+        plan "d1 claim_due" "EXECUTE d1(TIMESTAMP :now + INTERVAL '30 s', 'worker-9', :now, 100)" write
+        cat <<SQL
+-- d2, d3. record_attempts: a group of 100 outcomes (the events d1 claims, all delivered), as
+-- one INSERT and one UPDATE of 7 bound values a row. The lease d1 would take is committed
+-- first, so that the UPDATE finds its claim's rows; nothing after reads locked_by.
+UPDATE webhook_outbox SET locked_until = TIMESTAMP :now + INTERVAL '30 s', locked_by = 'worker-9'
+    WHERE id = ANY(:'d_ids');
+PREPARE d2($(rows_of 100 "text, int, timestamp, int, text, bigint, text")) AS INSERT INTO webhook_attempts
+    (outbox_id, attempt, attempted_at, status_code, error, duration_ms, worker) VALUES $(values_of 100 7);
+PREPARE d3($(rows_of 100 "text, text, text, int, timestamp, text, timestamp"), timestamp) AS
+    WITH v (v_id, v_claim, v_status, v_attempts, v_next, v_error, v_delivered) AS (VALUES $(values_of 100 7))
+    UPDATE webhook_outbox SET status = v.v_status, attempts = v.v_attempts,
+        next_attempt_at = v.v_next, last_error = v.v_error, delivered_at = v.v_delivered,
+        locked_until = NULL, locked_by = NULL, updated_at = \$701
+    FROM v WHERE webhook_outbox.id = v.v_id AND webhook_outbox.status = 'PENDING'
+        AND webhook_outbox.locked_by = v.v_claim;
+SELECT string_agg(format('%L, 1, %L, 200, NULL, 35, %L', id, :now, 'worker-9'), ', ') AS d2_args,
+    string_agg(format('%L, %L, %L, 1, %L, NULL, %L', id, 'worker-9', 'DELIVERED', :now, :now), ', ')
+        AS d3_args
+    FROM unnest(:'d_ids'::text[]) AS id \\gset
+SQL
+        plan "d2 record_attempts insert" "EXECUTE d2(:d2_args)" write
+        plan "d3 record_attempts move" "EXECUTE d3(:d3_args, :now)" write
         cat <<SQL
 -- e. retention prune (prune_delivered), as if WEBHOOK_RETENTION_HOURS=144
 PREPARE e1(text, timestamp, bigint) AS SELECT id FROM webhook_outbox
@@ -247,7 +283,7 @@ SQL
 \\o /dev/null
 EXECUTE a1('PENDING', :now, 32); EXECUTE b1('PENDING', 100); EXECUTE b2('PENDING');
 EXECUTE c1('COMPLETED', TIMESTAMP :now - INTERVAL '24 hours', 500);
-EXECUTE d1('PENDING', :now, :now, 100); EXECUTE e1('DELIVERED', TIMESTAMP :now - INTERVAL '6 days', 500);
+EXECUTE e1('DELIVERED', TIMESTAMP :now - INTERVAL '6 days', 500);
 EXECUTE f1('PENDING'); EXECUTE f1('DEAD_LETTER'); EXECUTE f3('PENDING', :now);
 \\o
 SQL
@@ -255,7 +291,7 @@ SQL
         cat <<SQL
 SELECT name || ': ' || CASE WHEN generic_plans > 0 THEN 'GENERIC' ELSE 'custom' END
     || ' (generic ' || generic_plans || ', custom ' || custom_plans || ')'
-FROM pg_prepared_statements WHERE name IN ('a1', 'b1', 'b2', 'c1', 'd1', 'e1', 'f1', 'f3')
+FROM pg_prepared_statements WHERE name IN ('a1', 'b1', 'b2', 'c1', 'e1', 'f1', 'f3')
 ORDER BY name;
 SQL
     } | psql -X -q -v ON_ERROR_STOP=1 "$pg_url" 2>&1 | sed -E "s/'\\{[^}]{100,}\\}'::text\\[\\]/'{...}'::text[]/g"

@@ -179,6 +179,11 @@ def build(path, migrations, rows, now):
     db.close()
 
 
+OUTBOX_COLUMNS = ("id, transaction_id, event_type, payload, status, attempts, next_attempt_at, "
+                  "locked_until, locked_by, last_error, correlation_id, created_at, updated_at, "
+                  "delivered_at")
+
+
 def explain(path, now, stats):
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript("PRAGMA foreign_keys = ON; PRAGMA cache_size = -64000;")
@@ -245,15 +250,32 @@ def explain(path, now, stats):
     doomed = [r[0] for r in db.execute(reap_sql, reap_params)]
     plan("c2 key reaper delete", f"DELETE FROM idempotency_keys WHERE idempotency_key IN ({marks(doomed)})",
          doomed, write=True)
-    # d. outbox claim
-    claim_sql = ("SELECT id FROM webhook_outbox WHERE status = ? AND next_attempt_at <= ? "
-                 "AND (locked_until IS NULL OR locked_until <= ?) ORDER BY next_attempt_at ASC LIMIT ?")
-    plan("d1 claim_due select", claim_sql, ("PENDING", n, n, 100))
-    ids = [r[0] for r in db.execute(claim_sql, ("PENDING", n, n, 100))]
-    plan("d2 claim_due lease", f"UPDATE webhook_outbox SET locked_until = ?, locked_by = ?, updated_at = ? "
-         f"WHERE id IN ({marks(ids)})", (later(seconds=30), "worker-9", n, *ids), write=True)
-    plan("d3 claim_due load", f"SELECT * FROM webhook_outbox WHERE id IN ({marks(ids)}) "
-         "ORDER BY next_attempt_at ASC", ids)
+    # d1. outbox claim: one statement, RETURNING the claimed rows
+    claim_sql = ("WITH due (due_id) AS MATERIALIZED (SELECT id FROM webhook_outbox WHERE status = 'PENDING' "
+                 "AND next_attempt_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3) "
+                 "ORDER BY next_attempt_at LIMIT ?4) "
+                 "UPDATE webhook_outbox SET locked_until = ?1, locked_by = ?2, updated_at = ?3 "
+                 "FROM due WHERE id = due_id RETURNING " + OUTBOX_COLUMNS)
+    plan("d1 claim_due", claim_sql, (later(seconds=30), "worker-9", n, 100), write=True)
+    # d2, d3. record_attempts for the 100 events d1 claims, all delivered: one INSERT, one
+    # UPDATE of 7 bound values a row. The lease is taken (and rolled back after) first, so
+    # that the UPDATE finds its claim's rows.
+    db.execute("SAVEPOINT leased")
+    ids = [r[0] for r in db.execute(claim_sql, (later(seconds=30), "worker-9", n, 100))]
+    rows = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in ids)
+    plan("d2 record_attempts insert", "INSERT INTO webhook_attempts (outbox_id, attempt, attempted_at, "
+         f"status_code, error, duration_ms, worker) VALUES {rows}",
+         [v for i in ids for v in (i, 1, n, 200, None, 35, "worker-9")], write=True)
+    plan("d3 record_attempts move",
+         f"WITH v (v_id, v_claim, v_status, v_attempts, v_next, v_error, v_delivered) AS (VALUES {rows}) "
+         "UPDATE webhook_outbox SET status = v.v_status, attempts = v.v_attempts, "
+         "next_attempt_at = v.v_next, last_error = v.v_error, delivered_at = v.v_delivered, "
+         "locked_until = NULL, locked_by = NULL, updated_at = ? FROM v "
+         "WHERE webhook_outbox.id = v.v_id AND webhook_outbox.status = 'PENDING' "
+         "AND webhook_outbox.locked_by = v.v_claim",
+         [v for i in ids for v in (i, "worker-9", "DELIVERED", 1, n, None, n)] + [n], write=True)
+    db.execute("ROLLBACK TO leased")
+    db.execute("RELEASE leased")
     # e. retention prune
     prune_sql = ("SELECT id FROM webhook_outbox WHERE status = ? AND delivered_at < ? "
                  "ORDER BY delivered_at ASC LIMIT ?")
