@@ -62,7 +62,7 @@ impl Drainer {
             .pool_max_idle_per_host(config.concurrency)
             .build()?;
         Ok(Self {
-            recorder: Recorder::new(store.clone(), metrics.clone()),
+            recorder: Recorder::new(&store, metrics.clone()),
             store,
             http,
             url: config.url.clone(),
@@ -136,7 +136,6 @@ impl Drainer {
         health: LoopHealth,
     ) -> Result<(), StoreError> {
         tracing::info!(worker = %self.worker, url = %crate::settings::redact_url(&self.url), "webhook drainer started");
-        self.recorder.flush().await;
         let mut in_flight = FuturesUnordered::new();
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,11 +1,15 @@
 //! Queries on `webhook_outbox` and `webhook_attempts`: one row per event the RGS must hear
 //! about, claimed by one drainer at a time under a lease, with every attempt kept.
 
+use std::collections::HashSet;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 
+use super::group_commit::GroupWrite;
 use super::schema::{webhook_attempts, webhook_outbox};
+use super::values::Placeholders;
 use super::{with_conn, DbConnection, StoreError};
 
 pub const PENDING: &str = "PENDING";
@@ -119,29 +123,6 @@ fn notify(conn: &mut DbConnection) -> QueryResult<()> {
 /// (Postgres allows 65,535). Larger groups are split into several statements.
 const ROWS_PER_STATEMENT: usize = 3_000;
 
-/// Numbered placeholders in the syntax of the connection's backend, `$n` on Postgres and
-/// `?n` on SQLite, so that one SQL text builder serves both.
-struct Placeholders {
-    prefix: char,
-    next: usize,
-}
-
-impl Placeholders {
-    fn for_conn(conn: &DbConnection) -> Self {
-        let prefix = match conn {
-            DbConnection::Postgres(_) => '$',
-            DbConnection::Sqlite(_) => '?',
-        };
-        Self { prefix, next: 0 }
-    }
-
-    /// The next placeholder; values must be bound in the order these were taken.
-    fn take(&mut self) -> String {
-        self.next += 1;
-        format!("{}{}", self.prefix, self.next)
-    }
-}
-
 /// Every column of [`OutboxRow`], for the claim's RETURNING.
 const OUTBOX_COLUMNS: &str = "id, transaction_id, event_type, payload, status, attempts, \
      next_attempt_at, locked_until, locked_by, last_error, correlation_id, created_at, \
@@ -164,8 +145,8 @@ const OUTBOX_COLUMNS: &str = "id, transaction_id, event_type, payload, status, a
 /// PENDING row through the partial index and hash-join them with the 100 due ids (9 ms at a
 /// backlog of 5,000, growing with it) instead of probing the primary key 100 times.
 fn claim_sql(conn: &DbConnection) -> String {
-    let mut p = Placeholders::for_conn(conn);
-    let (lease_until, claim, now, limit) = (p.take(), p.take(), p.take(), p.take());
+    let mut p = Placeholders::for_connection(conn);
+    let (lease_until, claim, now, limit) = (p.next(), p.next(), p.next(), p.next());
     let locking = match conn {
         DbConnection::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         DbConnection::Sqlite(_) => "",
@@ -245,33 +226,37 @@ impl<'a> Move<'a> {
 /// every move in a `VALUES` list joined to the outbox by id. The placeholders are the seven
 /// values of each move in order, then `updated_at`.
 fn moves_sql(conn: &DbConnection, rows: usize) -> String {
-    let mut p = Placeholders::for_conn(conn);
-    let values: Vec<String> = (0..rows)
-        .map(|_| {
-            format!(
-                "({})",
-                (0..7).map(|_| p.take()).collect::<Vec<_>>().join(", ")
-            )
-        })
-        .collect();
+    let mut p = Placeholders::for_connection(conn);
+    let values = p.rows(rows, 7);
     format!(
         "WITH v (v_id, v_claim, v_status, v_attempts, v_next, v_error, v_delivered) AS \
-         (VALUES {}) \
+         (VALUES {values}) \
          UPDATE webhook_outbox SET status = v.v_status, attempts = v.v_attempts, \
          next_attempt_at = v.v_next, last_error = v.v_error, delivered_at = v.v_delivered, \
          locked_until = NULL, locked_by = NULL, updated_at = {} \
          FROM v WHERE webhook_outbox.id = v.v_id AND webhook_outbox.status = '{PENDING}' \
-         AND webhook_outbox.locked_by = v.v_claim",
-        values.join(", "),
-        p.take()
+         AND webhook_outbox.locked_by = v.v_claim \
+         RETURNING webhook_outbox.id AS id",
+        p.next()
     )
 }
 
-/// Moves each event of `moves` on if its claim still holds it; returns how many moved.
-fn apply_moves(conn: &mut DbConnection, moves: &[Move], now: NaiveDateTime) -> QueryResult<usize> {
+/// The id of a row an UPDATE … RETURNING changed.
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+/// Moves each event of `moves` on if its claim still holds it; returns the ids moved.
+fn apply_moves(
+    conn: &mut DbConnection,
+    moves: &[Move],
+    now: NaiveDateTime,
+) -> QueryResult<HashSet<String>> {
     let sql = moves_sql(conn, moves.len());
     // Expanded once per backend: a boxed query is tied to the backend of `c`.
-    with_conn!(conn, |c| {
+    let moved: Vec<Moved> = with_conn!(conn, |c| {
         let mut query = diesel::sql_query(sql).into_boxed();
         for m in moves {
             query = query
@@ -283,31 +268,56 @@ fn apply_moves(conn: &mut DbConnection, moves: &[Move], now: NaiveDateTime) -> Q
                 .bind::<Nullable<Text>, _>(m.last_error)
                 .bind::<Nullable<Timestamp>, _>(m.delivered_at);
         }
-        query.bind::<Timestamp, _>(now).execute(c)
-    })
+        query.bind::<Timestamp, _>(now).load(c)
+    })?;
+    Ok(moved.into_iter().map(|row| row.id).collect())
 }
 
 /// Records a group of attempts, and moves each event on if its claim still holds it, in one
 /// database transaction: one INSERT and one UPDATE per [`ROWS_PER_STATEMENT`] outcomes. The
-/// attempts are kept either way: they are what the RGS was told. Returns how many events
-/// moved.
+/// attempts are kept either way: they are what the RGS was told. Returns, for each outcome,
+/// whether it moved its event.
 pub fn record_attempts(
     conn: &mut DbConnection,
     outcomes: &[Outcome],
     now: NaiveDateTime,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<bool>, StoreError> {
     conn.write_transaction(|conn| {
-        let mut moved = 0;
+        let mut moved = HashSet::new();
         for group in outcomes.chunks(ROWS_PER_STATEMENT) {
             let attempts: Vec<&AttemptRow> = group.iter().map(|o| &o.attempt).collect();
             with_conn!(conn, |c| diesel::insert_into(webhook_attempts::table)
                 .values(attempts)
                 .execute(c))?;
             let moves: Vec<Move> = group.iter().map(|o| Move::of(o, now)).collect();
-            moved += apply_moves(conn, &moves, now)?;
+            moved.extend(apply_moves(conn, &moves, now)?);
         }
-        Ok(moved)
+        // An event is in a group once: its claim records one outcome for it.
+        Ok(outcomes
+            .iter()
+            .map(|o| moved.contains(&o.attempt.outbox_id))
+            .collect())
     })
+}
+
+/// [`record_attempts`] as a group write: the drainer's outcomes share commits as they land.
+pub struct OutcomeWrite;
+
+impl GroupWrite for OutcomeWrite {
+    type Item = Outcome;
+    type Output = bool;
+
+    fn write_group(
+        &self,
+        conn: &mut DbConnection,
+        items: &[Outcome],
+    ) -> Result<Vec<bool>, StoreError> {
+        record_attempts(conn, items, chrono::Utc::now().naive_utc())
+    }
+
+    fn name(&self) -> &'static str {
+        "outcome"
+    }
 }
 
 /// Every event recorded for one transaction, oldest first.

@@ -1,34 +1,31 @@
-//! The `VALUES` rows of a multi-row statement written in raw SQL (diesel's query builder has
-//! no `UPDATE … FROM (VALUES …)`), with each backend's bind placeholders.
+//! Bind placeholders for statements written in raw SQL (diesel's query builder has no
+//! `UPDATE … FROM (VALUES …)` and no `MATERIALIZED` CTE), in each backend's syntax.
 
 use super::DbConnection;
 
-/// Numbers bind placeholders in the order the binds are made.
+/// Numbered placeholders, `$n` on Postgres and `?n` on SQLite, so that one SQL text builder
+/// serves both and a value used twice is bound once.
 pub struct Placeholders {
-    postgres: bool,
+    prefix: char,
     next: usize,
 }
 
 impl Placeholders {
     pub fn for_connection(conn: &DbConnection) -> Self {
-        Self {
-            postgres: matches!(conn, DbConnection::Postgres(_)),
-            next: 1,
-        }
+        let prefix = match conn {
+            DbConnection::Postgres(_) => '$',
+            DbConnection::Sqlite(_) => '?',
+        };
+        Self { prefix, next: 0 }
     }
 
-    /// The next placeholder: `$n` on Postgres, `?` on SQLite.
+    /// The next placeholder; values must be bound in the order these were taken.
     pub fn next(&mut self) -> String {
-        let number = self.next;
         self.next += 1;
-        if self.postgres {
-            format!("${number}")
-        } else {
-            "?".to_owned()
-        }
+        format!("{}{}", self.prefix, self.next)
     }
 
-    /// `(p, p, …), (p, p, …)`: `rows` rows of `columns` placeholders each.
+    /// The rows of a `VALUES` list: `(p, p, …), (p, p, …)`, `rows` rows of `columns` each.
     pub fn rows(&mut self, rows: usize, columns: usize) -> String {
         (0..rows)
             .map(|_| {
@@ -47,19 +44,19 @@ mod tests {
     #[test]
     fn postgres_numbers_every_placeholder_in_order() {
         let mut marks = Placeholders {
-            postgres: true,
-            next: 1,
+            prefix: '$',
+            next: 0,
         };
         assert_eq!(marks.next(), "$1");
         assert_eq!(marks.rows(2, 2), "($2, $3), ($4, $5)");
     }
 
     #[test]
-    fn sqlite_uses_anonymous_placeholders() {
+    fn sqlite_numbers_them_too() {
         let mut marks = Placeholders {
-            postgres: false,
-            next: 1,
+            prefix: '?',
+            next: 0,
         };
-        assert_eq!(marks.rows(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(marks.rows(2, 3), "(?1, ?2, ?3), (?4, ?5, ?6)");
     }
 }

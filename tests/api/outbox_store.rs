@@ -192,7 +192,7 @@ async fn attempts_move_only_the_events_their_claim_still_holds_and_are_all_kept(
     let delivered_first = outcome("already-delivered", "mine", AfterAttempt::Delivered, None);
     assert_eq!(
         outbox::record_attempts(conn, &[delivered_first], now).unwrap(),
-        1
+        [true]
     );
 
     let retry_at = now + seconds(10);
@@ -205,7 +205,10 @@ async fn attempts_move_only_the_events_their_claim_still_holds_and_are_all_kept(
         outcome("reclaimed", "mine", AfterAttempt::Delivered, None),
         outcome("already-delivered", "mine", AfterAttempt::Delivered, None),
     ];
-    assert_eq!(outbox::record_attempts(conn, &group, later).unwrap(), 3);
+    assert_eq!(
+        outbox::record_attempts(conn, &group, later).unwrap(),
+        [true, true, true, false, false]
+    );
 
     let retry = find(conn, "retry");
     assert_eq!(
@@ -265,7 +268,8 @@ async fn groups_larger_than_one_statement_are_inserted_claimed_and_recorded_whol
         .iter()
         .map(|row| outcome(&row.id, "bulk", AfterAttempt::Delivered, None))
         .collect();
-    assert_eq!(outbox::record_attempts(conn, &group, now).unwrap(), EVENTS);
+    let moved = outbox::record_attempts(conn, &group, now).unwrap();
+    assert_eq!((moved.len(), moved.iter().all(|m| *m)), (EVENTS, true));
     let stats = outbox::stats(conn, now).unwrap();
     assert_eq!(stats.pending, 0);
 }
