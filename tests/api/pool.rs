@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
+use hub::store::group_commit::GroupLimits;
 use hub::store::{DatabaseConfig, DatabaseUrl, DbConnection, Store, StoreError};
 
 use crate::helpers::{database, postgres_url, Backend};
@@ -31,6 +32,10 @@ fn pool(url: &DatabaseUrl) -> Store {
         url: url.clone(),
         pool_size: 1,
         acquire_timeout: Duration::from_secs(5),
+        group_commit: GroupLimits {
+            max_batch: 64,
+            writers: 1,
+        },
     };
     Store::connect(&config).expect("open the pool")
 }
