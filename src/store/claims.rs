@@ -16,7 +16,7 @@ use super::group_commit::GroupWrite;
 use super::idempotency_keys::KeyRow;
 use super::schema::{idempotency_keys, transactions};
 use super::transactions::TransactionRow;
-use super::{DbConnection, StoreError};
+use super::{with_conn, DbConnection, StoreError};
 
 /// A fresh key and the PENDING transaction it makes.
 #[derive(Debug, Clone)]
@@ -55,16 +55,42 @@ pub fn insert_new(
                 keys.len()
             )));
         }
+        let already_ours = already_inserted(conn, claims, &inserted)?;
         Ok(claims
             .iter()
-            .map(
-                |claim| match inserted.contains(claim.transaction.id.as_str()) {
+            .map(|claim| {
+                let id = claim.transaction.id.as_str();
+                match inserted.contains(id) || already_ours.contains(id) {
                     true => ClaimInsert::Inserted,
                     false => ClaimInsert::Taken,
-                },
-            )
+                }
+            })
             .collect())
     })
+}
+
+/// Of the claims that collided, those that collided with themselves: written by an earlier
+/// try of this very group whose commit was reported failed although it happened (their
+/// transaction id is theirs alone, and their key went in with it).
+fn already_inserted(
+    conn: &mut DbConnection,
+    claims: &[NewClaim],
+    inserted: &HashSet<String>,
+) -> Result<HashSet<String>, StoreError> {
+    let collided: Vec<&str> = claims
+        .iter()
+        .map(|claim| claim.transaction.id.as_str())
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    if collided.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let found = transactions::table
+        .filter(transactions::id.eq_any(collided))
+        .select(transactions::id);
+    Ok(with_conn!(conn, |c| found.load::<String>(c))?
+        .into_iter()
+        .collect())
 }
 
 /// The ids of the transactions that went in. Postgres: one statement, `ON CONFLICT DO
@@ -140,5 +166,11 @@ impl GroupWrite for ClaimWrite {
 
     fn name(&self) -> &'static str {
         "claim"
+    }
+
+    /// A claim whose request is gone would only leave a leased key and a PENDING
+    /// transaction nobody sends to the operator (and, for a debit, a cancellation later).
+    fn skips_abandoned(&self) -> bool {
+        true
     }
 }

@@ -34,6 +34,13 @@ pub trait GroupWrite: Send + Sync + 'static {
 
     /// What the group sizes are reported under (`hub_group_commit_*{write=...}`).
     fn name(&self) -> &'static str;
+
+    /// Whether an item whose caller stopped waiting is dropped unwritten. Only for writes
+    /// that nobody else depends on (a claim nobody will act on), never for a settlement:
+    /// the operator has moved the money it records.
+    fn skips_abandoned(&self) -> bool {
+        false
+    }
 }
 
 /// How groups are formed.
@@ -159,6 +166,7 @@ impl<W: GroupWrite> GroupCommit<W> {
                     let _ = reply.send(Ok(output));
                 }
             }
+            Ok((Err(error), _)) if error.is_outage() => send_error(replies, error),
             Ok((outputs, items)) if size > 1 => {
                 let error = outputs.err().map(|e| e.to_string()).unwrap_or_default();
                 tracing::warn!(%error, size, write = name, "a group write failed; writing its items one by one");
@@ -215,6 +223,12 @@ impl<W: GroupWrite> WriterSlot<'_, W> {
         let mut queue = self.owner.lock();
         if queue.waiting.is_empty() {
             return None;
+        }
+        if self.owner.write.skips_abandoned() {
+            queue.waiting.retain(|(_, reply)| !reply.is_closed());
+            if queue.waiting.is_empty() {
+                return None;
+            }
         }
         let take = queue.waiting.len().min(self.owner.limits.max_batch);
         Some(queue.waiting.drain(..take).collect())

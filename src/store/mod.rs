@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2;
+use diesel::result::DatabaseErrorKind;
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
 use crate::settings::redact_url;
@@ -51,7 +52,7 @@ pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
-    Query(#[from] diesel::result::Error),
+    Query(diesel::result::Error),
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("database task did not finish")]
@@ -60,7 +61,30 @@ pub enum StoreError {
     Invariant(String),
 }
 
+impl From<diesel::result::Error> for StoreError {
+    /// A connection the server closed is an outage (503), not a fault of the query (500).
+    fn from(error: diesel::result::Error) -> Self {
+        match error {
+            diesel::result::Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            other => StoreError::Query(other),
+        }
+    }
+}
+
 impl StoreError {
+    /// The database could not be reached: writing a group's items again, one by one, would
+    /// only make each of them wait for the pool in turn.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::TaskFailed
+                | StoreError::Query(diesel::result::Error::BrokenTransactionManager)
+        )
+    }
+
     /// The same error for another caller of one failed group write (a diesel error is not
     /// `Clone`; its text is what is kept).
     pub fn duplicate(&self) -> StoreError {

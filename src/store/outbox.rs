@@ -282,6 +282,18 @@ pub fn record_attempts(
     outcomes: &[Outcome],
     now: NaiveDateTime,
 ) -> Result<Vec<bool>, StoreError> {
+    // Two outcomes of one event (a lapsed claim's and its successor's) cannot share a group:
+    // the UPDATE joins the event to whichever of them it meets first.
+    let mut events = HashSet::new();
+    if let Some(repeated) = outcomes
+        .iter()
+        .find(|o| !events.insert(o.attempt.outbox_id.as_str()))
+    {
+        return Err(StoreError::Invariant(format!(
+            "event {} has two outcomes in one group",
+            repeated.attempt.outbox_id
+        )));
+    }
     conn.write_transaction(|conn| {
         let mut moved = HashSet::new();
         for group in outcomes.chunks(ROWS_PER_STATEMENT) {
@@ -292,7 +304,6 @@ pub fn record_attempts(
             let moves: Vec<Move> = group.iter().map(|o| Move::of(o, now)).collect();
             moved.extend(apply_moves(conn, &moves, now)?);
         }
-        // An event is in a group once: its claim records one outcome for it.
         Ok(outcomes
             .iter()
             .map(|o| moved.contains(&o.attempt.outbox_id))

@@ -41,6 +41,7 @@ struct Returned {
 
 /// Writes every settlement whose lease still holds; `true` for each one written.
 pub fn settle_many(conn: &mut DbConnection, rows: &[SettleRow]) -> Result<Vec<bool>, StoreError> {
+    refuse_repeats(rows)?;
     conn.write_transaction(|conn| {
         let completed = complete_keys(conn, rows)?;
         let held: Vec<&SettleRow> = rows
@@ -69,6 +70,25 @@ pub fn settle_many(conn: &mut DbConnection, rows: &[SettleRow]) -> Result<Vec<bo
             .map(|row| completed.contains(&row.key))
             .collect())
     })
+}
+
+/// Two settlements of one key (a request whose lease lapsed and the one that took it over)
+/// cannot share a group: the statements tell rows apart by key and transaction id, and an
+/// `UPDATE … FROM` joins one target row to whichever of its matches it meets first. The
+/// group is refused, so that its items are written one by one and only the lease holder's
+/// counts.
+fn refuse_repeats(rows: &[SettleRow]) -> Result<(), StoreError> {
+    let mut keys = HashSet::new();
+    let mut transactions = HashSet::new();
+    for row in rows {
+        if !keys.insert(row.key.as_str()) || !transactions.insert(row.transaction_id.as_str()) {
+            return Err(StoreError::Invariant(format!(
+                "transaction {} is settled twice in one group",
+                row.transaction_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Stores each answer on its key if the request's lease still holds it; the keys stored.

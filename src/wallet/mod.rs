@@ -70,7 +70,7 @@ pub enum WalletError {
 
 impl From<diesel::result::Error> for WalletError {
     fn from(error: diesel::result::Error) -> Self {
-        WalletError::Store(StoreError::Query(error))
+        WalletError::Store(StoreError::from(error))
     }
 }
 

@@ -26,6 +26,7 @@ on_both_backends!(
     a_lost_lease_in_a_settlement_group_writes_only_that_one_nothing,
     a_group_with_a_broken_item_is_written_item_by_item,
     concurrent_callers_share_one_commit,
+    two_settlements_of_one_key_in_a_group_count_only_the_lease_holders,
 );
 
 fn now() -> NaiveDateTime {
@@ -507,4 +508,36 @@ async fn a_group_whose_commit_fails_in_a_database_restart_loses_nothing_and_halv
             Err(_) => {}
         }
     }
+}
+
+/// A request whose lease lapsed and the retry that took its key over both settle, in one
+/// group: only the lease holder's settlement counts, and the transaction gets one webhook.
+async fn two_settlements_of_one_key_in_a_group_count_only_the_lease_holders(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let claim = debit_claim(&new_key(), &format!("ref-{}", Uuid::new_v4()), "retry");
+    let other = debit_claim(&new_key(), &format!("ref-{}", Uuid::new_v4()), "other");
+    insert_claims(&app.store, vec![claim.clone(), other.clone()]).await;
+    let groups = Arc::new(Groups::default());
+    let commit = GroupCommit::new(app.store.clone(), SettleWrite, one_writer(), groups.clone());
+    let blocker = WriteBlocker::hold(&app);
+    let (first, rest) = queue_behind(
+        &commit,
+        approval(&other, "other"),
+        vec![approval(&claim, "lapsed"), approval(&claim, "retry")],
+    )
+    .await;
+    drop(blocker);
+    assert!(first.await.unwrap().unwrap());
+    let outcomes: Vec<bool> = futures_util::future::join_all(rest)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+    assert_eq!(outcomes, [false, true], "only the lease holder settled");
+    assert_eq!(groups.seen(), [(1, false), (2, true)]);
+    assert_eq!(events_of(&app.store, &claim.transaction.id).await, 1);
+    let key = key_row(&app.store, &claim.key.idempotency_key)
+        .await
+        .unwrap();
+    assert_eq!(key.state, idempotency_keys::COMPLETED);
 }
