@@ -118,6 +118,11 @@ impl<W: GroupWrite> GroupCommit<W> {
         self.lock().waiting.len()
     }
 
+    /// Writers at work.
+    pub fn writing(&self) -> usize {
+        self.lock().busy_writers
+    }
+
     /// Writes `item` with whatever else is waiting, and returns its output once committed.
     pub async fn submit(&self, item: W::Item) -> Result<W::Output, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -151,33 +156,39 @@ impl<W: GroupWrite> GroupCommit<W> {
         let (items, replies): (Vec<W::Item>, Vec<Reply<W>>) = group.into_iter().unzip();
         let size = items.len();
         let write = self.write.clone();
+        // A failed write returns its items, for writing them one by one, and is an `Err` to
+        // the store, which then checks whether the connection itself died.
         let written = self
             .store
             .run(move |conn| {
-                let outputs = write.write_group(conn, &items);
-                Ok::<_, StoreError>((outputs, items))
+                write
+                    .write_group(conn, &items)
+                    .map_err(|error| Failed { error, items })
             })
             .await;
         let name = self.write.name();
         match written {
-            Ok((Ok(outputs), _)) if outputs.len() == size => {
+            Ok(outputs) if outputs.len() == size => {
                 self.observer.group_written(name, size, false);
                 for (reply, output) in replies.into_iter().zip(outputs) {
                     let _ = reply.send(Ok(output));
                 }
             }
-            Ok((Err(error), _)) if error.is_outage() => send_error(replies, error),
-            Ok((outputs, items)) if size > 1 => {
-                let error = outputs.err().map(|e| e.to_string()).unwrap_or_default();
+            Ok(outputs) => send_error(
+                replies,
+                StoreError::Invariant(format!(
+                    "a group of {size} {name} writes gave {} outputs",
+                    outputs.len()
+                )),
+            ),
+            Err(Failed { error, items })
+                if size > 1 && items.len() == size && !error.is_outage() =>
+            {
                 tracing::warn!(%error, size, write = name, "a group write failed; writing its items one by one");
                 self.observer.group_written(name, size, true);
                 self.write_alone(items, replies).await;
             }
-            Ok((Ok(_), _)) => send_error(
-                replies,
-                StoreError::Invariant(format!("a group write of {name} gave no output")),
-            ),
-            Ok((Err(error), _)) | Err(error) => send_error(replies, error),
+            Err(Failed { error, .. }) => send_error(replies, error),
         }
     }
 
@@ -195,6 +206,22 @@ impl<W: GroupWrite> GroupCommit<W> {
                 })
                 .await;
             let _ = reply.send(written);
+        }
+    }
+}
+
+/// A group write that failed, with the items it could not write.
+struct Failed<I> {
+    error: StoreError,
+    items: Vec<I>,
+}
+
+/// The store's own failures (no connection, a connection found dead) come without items.
+impl<I> From<StoreError> for Failed<I> {
+    fn from(error: StoreError) -> Self {
+        Self {
+            error,
+            items: Vec::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod transactions;
 mod values;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,8 @@ pub struct ConnectError(String);
 /// Opens connections of the configured backend, with SQLite's per-connection settings.
 pub struct ConnectionManager {
     url: DatabaseUrl,
+    /// Connections found dead so far (see [`PooledConnection`]).
+    losses: Arc<AtomicU64>,
 }
 
 const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
@@ -218,14 +221,21 @@ pub struct PooledConnection {
     lost: bool,
     /// When work last ended on it (or it was opened).
     last_used: Instant,
+    /// Connections of this pool found dead so far, shared by all of them; and how many of
+    /// those this one had seen when it last answered. One dead connection (a database
+    /// restart) makes every other one answer a ping before it is handed out again.
+    losses: Arc<AtomicU64>,
+    losses_seen: u64,
 }
 
 impl PooledConnection {
-    fn new(conn: DbConnection) -> Self {
+    fn new(conn: DbConnection, losses: Arc<AtomicU64>) -> Self {
         Self {
             conn,
             lost: false,
             last_used: Instant::now(),
+            losses_seen: losses.load(Ordering::Relaxed),
+            losses,
         }
     }
 
@@ -240,6 +250,7 @@ impl PooledConnection {
         }
         let error = self.conn.ping().err()?;
         self.lost = true;
+        self.losses.fetch_add(1, Ordering::Relaxed);
         Some(StoreError::Unavailable(format!(
             "the database connection was lost: {error}"
         )))
@@ -254,14 +265,20 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<PooledConnection, ConnectError> {
-        establish(&self.url).map(PooledConnection::new)
+        establish(&self.url).map(|conn| PooledConnection::new(conn, self.losses.clone()))
     }
 
     fn is_valid(&self, pooled: &mut PooledConnection) -> Result<(), ConnectError> {
-        if pooled.last_used.elapsed() < PING_IF_IDLE_FOR {
+        let losses = self.losses.load(Ordering::Relaxed);
+        if pooled.last_used.elapsed() < PING_IF_IDLE_FOR && pooled.losses_seen == losses {
             return Ok(());
         }
-        pooled.conn.ping().map_err(|e| ConnectError(e.to_string()))
+        pooled
+            .conn
+            .ping()
+            .map_err(|e| ConnectError(e.to_string()))?;
+        pooled.losses_seen = losses;
+        Ok(())
     }
 
     fn has_broken(&self, pooled: &mut PooledConnection) -> bool {
@@ -290,6 +307,7 @@ impl Store {
             .connection_timeout(config.acquire_timeout)
             .build(ConnectionManager {
                 url: config.url.clone(),
+                losses: Arc::default(),
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {

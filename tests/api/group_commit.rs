@@ -321,10 +321,11 @@ async fn queue_behind<W: GroupWrite>(
         let commit = commit.clone();
         tokio::spawn(async move { commit.submit(blocked_first).await })
     };
+    // Queued (a writer is busy) and taken (nothing waits): the writer holds it alone.
     eventually(
         "the first group to be taken",
         Duration::from_secs(5),
-        || async { (commit.waiting() == 0).then_some(()) },
+        || async { (commit.writing() == 1 && commit.waiting() == 0).then_some(()) },
     )
     .await;
     let count = rest.len();
