@@ -6,13 +6,13 @@
 #                           lease, transaction PENDING) and a settle transaction (key
 #                           COMPLETED with its answer, transaction COMPLETED, outbox row,
 #                           NOTIFY), each after the pool's `SELECT 1` checkout test.
-#   before_with_drain.sql   before.sql plus the drainer's work for one event as today: claim
+#   before_with_drain       before.sql then drain_before.sql: the drainer's work for one event as today: claim
 #                           (SELECT ... FOR UPDATE SKIP LOCKED, UPDATE lease, SELECT rows) and
 #                           record (INSERT attempt, UPDATE DELIVERED under the claim), each
 #                           after `SELECT 1`; one event per claim, the worst case.
 #   after.sql               group commit: BATCH debits per claim transaction and per settle
 #                           transaction, one multi-row statement per table, no checkout test.
-#   after_with_drain.sql    after.sql plus the drain batched: one claim UPDATE of up to BATCH
+#   after_with_drain        after.sql then drain_after.sql: the drain batched: one claim UPDATE of up to BATCH
 #                           due events, one multi-row attempts INSERT and one UPDATE.
 #
 # One pgbench transaction is one script: 1 debit for before*, BATCH debits for after*, so
@@ -62,7 +62,15 @@ done
 rows=()
 failed=0
 for script in "${scripts[@]}"; do
-    file="$here/$script.sql"
+    # A *_with_drain script is the debit's script followed by the drainer's share of it.
+    case $script in
+    *_with_drain)
+        base=${script%_with_drain}
+        file=$(mktemp /tmp/pgbench-script.XXXXXX.sql)
+        cat "$here/$base.sql" "$here/drain_$base.sql" >"$file"
+        ;;
+    *) file="$here/$script.sql" ;;
+    esac
     [ -f "$file" ] || { echo "no such script: $file" >&2; exit 2; }
     per_script=1
     plan_cache=auto

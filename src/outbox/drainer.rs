@@ -112,6 +112,15 @@ impl Drainer {
             .min(self.batch_size)
     }
 
+    /// Whether to claim now for `room` free slots: at once when nothing is in flight (an idle
+    /// drainer adds no wait), otherwise once a quarter of the slots are free. A claim is one
+    /// statement whatever its size; refilling slot by slot under a backlog spent a claim
+    /// per event (1,187 webhooks/s from a 100,000-event backlog, docs/BENCHMARKS.md).
+    fn worth_claiming(&self, room: usize, in_flight: usize) -> bool {
+        let quarter = (self.concurrency.min(self.batch_size) / 4).max(1);
+        room > 0 && (in_flight == 0 || room >= quarter)
+    }
+
     /// One round, deterministically: claims what fits in the free slots, delivers it all,
     /// and returns once every outcome is recorded; returns how many events it claimed.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
@@ -144,7 +153,7 @@ impl Drainer {
         let mut failure = None;
         while !cancel.is_cancelled() && failure.is_none() {
             let room = self.claim_size(in_flight.len());
-            if more_due && room > 0 {
+            if more_due && self.worth_claiming(room, in_flight.len()) {
                 match self.claim(room).await {
                     Ok(events) => {
                         health.round_succeeded();

@@ -72,7 +72,7 @@ impl WebhookConfig {
             key: webhook_key(secret)?,
             schedule: retry_schedule(env.text("WEBHOOK_RETRY_SCHEDULE", "1s,5s,15s,60s,300s"))?,
             attempt_timeout: env.millis("WEBHOOK_TIMEOUT_MS", 5_000)?,
-            concurrency: env.count("WEBHOOK_CONCURRENCY", 16, 1..=1024)?,
+            concurrency: env.count("WEBHOOK_CONCURRENCY", 64, 1..=1024)?,
             batch_size: env.count("WEBHOOK_BATCH_SIZE", 100, 1..=1000)?,
             lease: env.seconds("WEBHOOK_LEASE_SECONDS", 60)?,
             poll_interval: env.millis("WEBHOOK_POLL_INTERVAL_MS", 1_000)?,
