@@ -10,7 +10,8 @@
 //! A group is all or nothing: [`GroupWrite::write_group`] runs in one database transaction.
 //! If it fails, each of its items is written again alone, so that one bad item (a constraint
 //! the statements did not foresee, an invariant broken) fails only its own caller and a
-//! database that went away fails each caller with its own error. Writing an item again is
+//! database that went away fails every caller at once (an outage is not split: written one
+//! by one, each item would only wait for the pool in turn). Writing an item again is
 //! safe because every group write is conditional (`ON CONFLICT DO NOTHING`, `WHERE` a lease
 //! still holds): whatever an ambiguous commit did write is seen, not written twice.
 
