@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 
 use super::group_commit::GroupWrite;
 use super::schema::{webhook_attempts, webhook_outbox};
-use super::values::Placeholders;
+use super::values::{Placeholders, ReturnedId};
 use super::{with_conn, DbConnection, StoreError};
 
 pub const PENDING: &str = "PENDING";
@@ -241,13 +241,6 @@ fn moves_sql(conn: &DbConnection, rows: usize) -> String {
     )
 }
 
-/// The id of a row an UPDATE … RETURNING changed.
-#[derive(QueryableByName)]
-struct Moved {
-    #[diesel(sql_type = Text)]
-    id: String,
-}
-
 /// Moves each event of `moves` on if its claim still holds it; returns the ids moved.
 fn apply_moves(
     conn: &mut DbConnection,
@@ -256,7 +249,7 @@ fn apply_moves(
 ) -> QueryResult<HashSet<String>> {
     let sql = moves_sql(conn, moves.len());
     // Expanded once per backend: a boxed query is tied to the backend of `c`.
-    let moved: Vec<Moved> = with_conn!(conn, |c| {
+    let moved: Vec<ReturnedId> = with_conn!(conn, |c| {
         let mut query = diesel::sql_query(sql).into_boxed();
         for m in moves {
             query = query

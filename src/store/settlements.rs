@@ -16,7 +16,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use super::group_commit::GroupWrite;
 use super::outbox::{self, NewOutboxRow};
 use super::transactions::{self, Settlement};
-use super::values::Placeholders;
+use super::values::{Placeholders, ReturnedId};
 use super::{with_conn, DbConnection, StoreError};
 
 /// What one request writes once the operator has decided.
@@ -31,12 +31,6 @@ pub struct SettleRow {
     /// A rollback's original debit, marked `ROLLED_BACK` in the same database transaction.
     pub rolls_back: Option<String>,
     pub event: NewOutboxRow,
-}
-
-#[derive(QueryableByName)]
-struct Returned {
-    #[diesel(sql_type = Text)]
-    id: String,
 }
 
 /// Writes every settlement whose lease still holds; `true` for each one written.
@@ -109,7 +103,7 @@ fn complete_keys(
          RETURNING idempotency_key AS id",
         marks.rows(rows.len(), 5)
     );
-    let returned: Vec<Returned> = with_conn!(conn, |c| {
+    let returned: Vec<ReturnedId> = with_conn!(conn, |c| {
         let mut query = diesel::sql_query(sql).into_boxed();
         for row in rows {
             query = query
@@ -142,7 +136,7 @@ fn settle_transactions(
          RETURNING id",
         marks.rows(rows.len(), 7)
     );
-    let returned: Vec<Returned> = with_conn!(conn, |c| {
+    let returned: Vec<ReturnedId> = with_conn!(conn, |c| {
         let mut query = diesel::sql_query(sql).into_boxed();
         for row in rows {
             let settlement = &row.settlement;

@@ -1,7 +1,17 @@
-//! Bind placeholders for statements written in raw SQL (diesel's query builder has no
+//! Bind placeholders, and the returned ids, of statements written in raw SQL (diesel's query builder has no
 //! `UPDATE … FROM (VALUES …)` and no `MATERIALIZED` CTE), in each backend's syntax.
 
+use diesel::sql_types::Text;
+use diesel::QueryableByName;
+
 use super::DbConnection;
+
+/// The `id` of a row an `UPDATE … RETURNING … AS id` changed.
+#[derive(QueryableByName)]
+pub struct ReturnedId {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+}
 
 /// Numbered placeholders, `$n` on Postgres and `?n` on SQLite, so that one SQL text builder
 /// serves both and a value used twice is bound once.
