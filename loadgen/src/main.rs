@@ -152,6 +152,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
+/// p50, p95, p99 and max of `sorted` microseconds, in milliseconds.
+fn summary_ms(sorted: &[u64]) -> (f64, f64, f64, f64) {
+    (
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.95),
+        percentile(sorted, 0.99),
+        percentile(sorted, 1.0),
+    )
+}
+
 /// Cumulative bucket counts of `hub_wallet_overhead_seconds`, by upper bound.
 async fn overhead_buckets(client: &reqwest::Client, url: &str) -> Option<Vec<(f64, f64)>> {
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
@@ -447,12 +457,7 @@ async fn main() -> ExitCode {
     let sorted = &results.latencies_us;
     let throughput = sorted.len() as f64 / elapsed;
     let settled_per_s = results.answered.len() as f64 / elapsed;
-    let (p50, p95, p99, max) = (
-        percentile(sorted, 0.50),
-        percentile(sorted, 0.95),
-        percentile(sorted, 0.99),
-        percentile(sorted, 1.0),
-    );
+    let (p50, p95, p99, max) = summary_ms(sorted);
     println!(
         "requests     {} in {elapsed:.2} s: {throughput:.0} per second, {settled_per_s:.0} answered 2xx per second",
         sorted.len()
@@ -485,12 +490,7 @@ async fn main() -> ExitCode {
         match collect_webhooks(&client, url, baseline, &results.answered, deadline).await {
             Ok(webhooks) => {
                 let sorted = &webhooks.latencies_us;
-                let (p50, p95, p99, max) = (
-                    percentile(sorted, 0.50),
-                    percentile(sorted, 0.95),
-                    percentile(sorted, 0.99),
-                    percentile(sorted, 1.0),
-                );
+                let (p50, p95, p99, max) = summary_ms(sorted);
                 println!(
                     "webhooks     {} of {} answered requests delivered (waited {:.2} s)",
                     sorted.len(),
