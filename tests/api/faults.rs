@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     answer, eventually, new_key, on_both_backends, spawn_hub_process, try_post_signed, wallet_body,
-    Answer, Backend, Options, TestApp,
+    Answer, Backend, HubProcess, Options, TestApp,
 };
 use crate::private_postgres::PrivatePostgres;
 
@@ -20,6 +20,23 @@ on_both_backends!(
     an_rgs_down_past_half_the_schedule_loses_no_event,
     rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole
 );
+
+/// Short leases: a killed hub's keys and claimed webhooks come back within seconds.
+const SHORT_LEASES: [(&str, &str); 4] = [
+    ("OPERATOR_DEADLINE_MS", "1000"),
+    ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
+    ("WEBHOOK_LEASE_SECONDS", "2"),
+    ("WEBHOOK_TIMEOUT_MS", "1000"),
+];
+
+/// SIGKILLs `doomed` once the operator has seen `calls` calls: the load is under way.
+async fn kill_once_under_way(app: &TestApp, doomed: HubProcess, calls: usize, within: Duration) {
+    eventually("the load to be under way", within, || async {
+        (app.operator.calls().len() >= calls).then_some(())
+    })
+    .await;
+    drop(doomed); // SIGKILL
+}
 
 /// Sends every (key, body) to `address`, `concurrency` at a time.
 async fn send_all(
@@ -215,14 +232,7 @@ async fn an_rgs_down_past_half_the_schedule_loses_no_event(backend: Backend) {
 )]
 async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    // Short leases: the dead hub's keys and claimed webhooks come back within seconds.
-    let settings = [
-        ("OPERATOR_DEADLINE_MS", "1000"),
-        ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
-        ("WEBHOOK_LEASE_SECONDS", "2"),
-        ("WEBHOOK_TIMEOUT_MS", "1000"),
-    ];
-    let doomed = spawn_hub_process(&app, &settings);
+    let doomed = spawn_hub_process(&app, &SHORT_LEASES);
     // Slow answers keep requests in flight when the hub dies.
     app.operator.inject_fault(
         FaultKind::Timeout {
@@ -234,21 +244,13 @@ async fn a_hub_killed_mid_load_charges_each_key_once_after_the_clients_retry() {
 
     let address = doomed.address.clone();
     let load = send_all(&app, &address, &requests, 32);
-    let kill = async {
-        eventually(
-            "the load to be under way",
-            Duration::from_secs(20),
-            || async { (app.operator.calls().len() >= 60).then_some(()) },
-        )
-        .await;
-        drop(doomed); // SIGKILL
-    };
+    let kill = kill_once_under_way(&app, doomed, 60, Duration::from_secs(20));
     let (first_round, ()) = tokio::join!(load, kill);
     app.operator.inject_fault(FaultKind::ServerError, 0);
     let interrupted = first_round.iter().filter(|a| a.is_none()).count();
     assert!(interrupted > 0, "the kill interrupted requests in flight");
 
-    let restarted = spawn_hub_process(&app, &settings);
+    let restarted = spawn_hub_process(&app, &SHORT_LEASES);
     let answers = retry_until_final(&app, &restarted.address, &requests).await;
 
     assert!(
@@ -318,27 +320,13 @@ async fn a_hub_killed_under_3000_requests_a_second_charges_each_key_once_and_los
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let settings = [
-        ("OPERATOR_DEADLINE_MS", "1000"),
-        ("IDEMPOTENCY_LEASE_MARGIN_MS", "500"),
-        ("WEBHOOK_LEASE_SECONDS", "2"),
-        ("WEBHOOK_TIMEOUT_MS", "1000"),
-    ];
-    let doomed = spawn_hub_process(&app, &settings);
+    let doomed = spawn_hub_process(&app, &SHORT_LEASES);
     let requests: Vec<(String, Value)> = (0..3_000)
         .map(|_| (new_key(), wallet_body("player-005", 5, "USD")))
         .collect();
     let address = doomed.address.clone();
     let load = send_at_rate(&app, &address, &requests, 3_000.0);
-    let kill = async {
-        eventually(
-            "the load to be under way",
-            Duration::from_secs(30),
-            || async { (app.operator.calls().len() >= 500).then_some(()) },
-        )
-        .await;
-        drop(doomed); // SIGKILL
-    };
+    let kill = kill_once_under_way(&app, doomed, 500, Duration::from_secs(30));
     let (first_round, ()) = tokio::join!(load, kill);
     let answered_before_kill: Vec<String> = first_round
         .iter()
@@ -351,7 +339,7 @@ async fn a_hub_killed_under_3000_requests_a_second_charges_each_key_once_and_los
         "the kill interrupted requests in flight"
     );
 
-    let restarted = spawn_hub_process(&app, &settings);
+    let restarted = spawn_hub_process(&app, &SHORT_LEASES);
     let answers = retry_until_final(&app, &restarted.address, &requests).await;
     assert!(
         answers.iter().all(|a| a.status == 201),
@@ -626,15 +614,7 @@ async fn rollbacks_under_a_flapping_operator_and_a_kill_leave_every_player_whole
 
     let address = doomed.address.clone();
     let load = send_jobs(&app, &address, &first_wave);
-    let kill = async {
-        eventually(
-            "the load to be under way",
-            Duration::from_secs(30),
-            || async { (app.operator.calls().len() >= 60).then_some(()) },
-        )
-        .await;
-        drop(doomed); // SIGKILL
-    };
+    let kill = kill_once_under_way(&app, doomed, 60, Duration::from_secs(30));
     let (first_round, ()) = tokio::join!(load, kill);
     assert!(
         first_round.iter().any(Option::is_none),

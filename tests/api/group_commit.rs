@@ -115,6 +115,17 @@ fn new_key() -> String {
     format!("group-{}", Uuid::new_v4())
 }
 
+fn new_ref() -> String {
+    format!("ref-{}", Uuid::new_v4())
+}
+
+/// Debit claims of fresh keys and refIds, the one numbered `n` leased by token `t{n}`.
+fn fresh_claims(numbers: impl Iterator<Item = usize>) -> Vec<NewClaim> {
+    numbers
+        .map(|n| debit_claim(&new_key(), &new_ref(), &format!("t{n}")))
+        .collect()
+}
+
 async fn insert_claims(store: &Store, group: Vec<NewClaim>) -> Vec<ClaimInsert> {
     store
         .run(move |conn| claims::insert_new(conn, &group))
@@ -152,11 +163,11 @@ async fn events_of(store: &Store, transaction_id: &str) -> usize {
 async fn a_duplicate_ref_id_in_a_group_fails_only_that_claim(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (first, second, third) = (new_key(), new_key(), new_key());
-    let ref_id = format!("ref-{}", Uuid::new_v4());
+    let ref_id = new_ref();
     let group = vec![
         debit_claim(&first, &ref_id, "t1"),
         debit_claim(&second, &ref_id, "t2"),
-        debit_claim(&third, &format!("ref-{}", Uuid::new_v4()), "t3"),
+        debit_claim(&third, &new_ref(), "t3"),
     ];
     let outcomes = insert_claims(&app.store, group).await;
     assert_eq!(
@@ -182,8 +193,8 @@ async fn a_duplicate_ref_id_in_a_group_fails_only_that_claim(backend: Backend) {
 async fn a_key_twice_in_one_group_is_claimed_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = new_key();
-    let first = debit_claim(&key, &format!("ref-{}", Uuid::new_v4()), "t1");
-    let replay = debit_claim(&key, &format!("ref-{}", Uuid::new_v4()), "t2");
+    let first = debit_claim(&key, &new_ref(), "t1");
+    let replay = debit_claim(&key, &new_ref(), "t2");
     let first_id = first.transaction.id.clone();
     let outcomes = insert_claims(&app.store, vec![first, replay]).await;
     assert_eq!(outcomes, [ClaimInsert::Inserted, ClaimInsert::Taken]);
@@ -202,7 +213,7 @@ async fn a_key_twice_in_one_group_is_claimed_once(backend: Backend) {
 
 async fn a_claim_colliding_with_a_tombstone_writes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ref_id = format!("ref-{}", Uuid::new_v4());
+    let ref_id = new_ref();
     // A rollback of a refId never seen: the tombstone that forbids a later debit of it.
     let mut tombstone = debit_claim(&new_key(), &format!("rb-{}", Uuid::new_v4()), "t0");
     tombstone.transaction.kind = "ROLLBACK".to_owned();
@@ -216,7 +227,7 @@ async fn a_claim_colliding_with_a_tombstone_writes_nothing(backend: Backend) {
         &app.store,
         vec![
             debit_claim(&late, &ref_id, "t1"),
-            debit_claim(&other, &format!("ref-{}", Uuid::new_v4()), "t2"),
+            debit_claim(&other, &new_ref(), "t2"),
         ],
     )
     .await;
@@ -227,15 +238,7 @@ async fn a_claim_colliding_with_a_tombstone_writes_nothing(backend: Backend) {
 
 async fn a_lost_lease_in_a_settlement_group_writes_only_that_one_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let group: Vec<NewClaim> = (1..=3)
-        .map(|n| {
-            debit_claim(
-                &new_key(),
-                &format!("ref-{}", Uuid::new_v4()),
-                &format!("t{n}"),
-            )
-        })
-        .collect();
+    let group: Vec<NewClaim> = fresh_claims(1..=3);
     insert_claims(&app.store, group.clone()).await;
     let settlements = vec![
         approval(&group[0], "t1"),
@@ -354,15 +357,7 @@ async fn concurrent_callers_share_one_commit(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let groups = Arc::new(Groups::default());
     let commit = GroupCommit::new(app.store.clone(), ClaimWrite, one_writer(), groups.clone());
-    let claims: Vec<NewClaim> = (0..6)
-        .map(|n| {
-            debit_claim(
-                &new_key(),
-                &format!("ref-{}", Uuid::new_v4()),
-                &format!("t{n}"),
-            )
-        })
-        .collect();
+    let claims: Vec<NewClaim> = fresh_claims(0..6);
     let blocker = WriteBlocker::hold(&app);
     let (first, rest) = queue_behind(&commit, claims[0].clone(), claims[1..].to_vec()).await;
     drop(blocker);
@@ -384,15 +379,7 @@ async fn concurrent_callers_share_one_commit(backend: Backend) {
 
 async fn a_group_with_a_broken_item_is_written_item_by_item(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let claims: Vec<NewClaim> = (0..4)
-        .map(|n| {
-            debit_claim(
-                &new_key(),
-                &format!("ref-{}", Uuid::new_v4()),
-                &format!("t{n}"),
-            )
-        })
-        .collect();
+    let claims: Vec<NewClaim> = fresh_claims(0..4);
     insert_claims(&app.store, claims.clone()).await;
     // Its lease holds, yet the transaction is no longer PENDING: an invariant broken.
     let broken = claims[2].transaction.id.clone();
@@ -470,15 +457,7 @@ async fn a_group_whose_commit_fails_in_a_database_restart_loses_nothing_and_halv
     let app = TestApp::spawn_with(Backend::Postgres, options).await;
     let groups = Arc::new(Groups::default());
     let commit = GroupCommit::new(app.store.clone(), ClaimWrite, one_writer(), groups.clone());
-    let claims: Vec<NewClaim> = (0..8)
-        .map(|n| {
-            debit_claim(
-                &new_key(),
-                &format!("ref-{}", Uuid::new_v4()),
-                &format!("t{n}"),
-            )
-        })
-        .collect();
+    let claims: Vec<NewClaim> = fresh_claims(0..8);
     let blocker = WriteBlocker::hold(&app);
     let (first, rest) = queue_behind(&commit, claims[0].clone(), claims[1..].to_vec()).await;
     // The first group is mid-write (waiting on the lock) and seven more wait behind it.
@@ -515,8 +494,8 @@ async fn a_group_whose_commit_fails_in_a_database_restart_loses_nothing_and_halv
 /// group: only the lease holder's settlement counts, and the transaction gets one webhook.
 async fn two_settlements_of_one_key_in_a_group_count_only_the_lease_holders(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let claim = debit_claim(&new_key(), &format!("ref-{}", Uuid::new_v4()), "retry");
-    let other = debit_claim(&new_key(), &format!("ref-{}", Uuid::new_v4()), "other");
+    let claim = debit_claim(&new_key(), &new_ref(), "retry");
+    let other = debit_claim(&new_key(), &new_ref(), "other");
     insert_claims(&app.store, vec![claim.clone(), other.clone()]).await;
     let groups = Arc::new(Groups::default());
     let commit = GroupCommit::new(app.store.clone(), SettleWrite, one_writer(), groups.clone());
