@@ -61,21 +61,8 @@ sqlite:*)
     ;;
 esac
 
-pids=()
-stop_all() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pids=()
-}
-trap stop_all EXIT
-
-wait_for() { # url seconds
-    local until=$((SECONDS + $2))
-    until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-        [ $SECONDS -lt "$until" ] || { echo "no answer from $1 (logs in $logs)" >&2; return 1; }
-        sleep 0.1
-    done
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 start_all() { # tag
     fresh_db
