@@ -13,7 +13,7 @@ trap stop_all EXIT
 wait_for() { # url seconds
     local until=$((SECONDS + $2))
     until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-        [ $SECONDS -lt "$until" ] || { echo "no answer from $1 (logs in $logs)" >&2; return 1; }
+        [ $SECONDS -lt "$until" ] || { echo "no answer from $1 (logs in ${logs:?})" >&2; return 1; }
         sleep 0.1
     done
 }
