@@ -38,6 +38,22 @@ async fn kill_once_under_way(app: &TestApp, doomed: HubProcess, calls: usize, wi
     drop(doomed); // SIGKILL
 }
 
+/// One signed debit; `None` when no answer came (the hub died, the connection broke).
+async fn debit_once(app: &TestApp, address: &str, key: &str, body: &Value) -> Option<Answer> {
+    let sent = try_post_signed(
+        &app.client,
+        address,
+        "/wallet/debit",
+        key,
+        &body.to_string(),
+    )
+    .await;
+    match sent {
+        Ok(response) => Some(answer(response).await),
+        Err(_) => None,
+    }
+}
+
 /// Sends every (key, body) to `address`, `concurrency` at a time.
 async fn send_all(
     app: &TestApp,
@@ -46,20 +62,7 @@ async fn send_all(
     concurrency: usize,
 ) -> Vec<Option<Answer>> {
     futures_util::stream::iter(requests)
-        .map(|(key, body)| async move {
-            let sent = try_post_signed(
-                &app.client,
-                address,
-                "/wallet/debit",
-                key,
-                &body.to_string(),
-            )
-            .await;
-            match sent {
-                Ok(response) => Some(answer(response).await),
-                Err(_) => None,
-            }
-        })
+        .map(|(key, body)| debit_once(app, address, key, body))
         .buffered(concurrency)
         .collect()
         .await
@@ -296,18 +299,7 @@ async fn send_at_rate(
         .map(|(slot, (key, body))| async move {
             tokio::time::sleep_until(started + Duration::from_secs_f64(slot as f64 / per_second))
                 .await;
-            let sent = try_post_signed(
-                &app.client,
-                address,
-                "/wallet/debit",
-                key,
-                &body.to_string(),
-            )
-            .await;
-            match sent {
-                Ok(response) => Some(answer(response).await),
-                Err(_) => None,
-            }
+            debit_once(app, address, key, body).await
         });
     futures_util::future::join_all(sends).await
 }
